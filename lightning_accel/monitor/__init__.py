@@ -1,0 +1,3 @@
+"""Inspection of the optimizer in TensorBoard."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Training recipes: hyper-parameter schedules, fit helpers and the learning-rate finder."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Vision data modules and models for reproducing the chapter."""
+
+__all__: list[str] = []

@@ -1,0 +1,18 @@
+"""Suite-wide settings: quiet, deterministic, single-threaded torch per test worker."""
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# Two xdist workers share two cores: one intra-op thread each avoids oversubscription.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+

@@ -1,4 +1,4 @@
-"""lightning-accel: chapter 16's composable optimizer and callback loop, inside PyTorch Lightning."""
+"""lightning-accel: the composable optimizer and callback loop of chapter 16, in Lightning."""
 
 from . import callback, monitor, optim, train, vision
 from .callback import *  # noqa: F403

@@ -15,4 +15,3 @@ torch.set_num_threads(1)
 def _seed():
     torch.manual_seed(0)
     yield
-

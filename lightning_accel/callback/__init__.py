@@ -1,3 +1,3 @@
-"""The callback system: events, Cancel exceptions, the Callback base, the Lightning bridge, AccelModule and shipped callbacks."""
+"""Callback system: events, Cancel exceptions, Callback, the bridge, AccelModule, callbacks."""
 
 __all__: list[str] = []

@@ -1,3 +1,3 @@
-"""The composable optimizer: AccelOptimizer, its stat and step callbacks, recipes and execution strategies."""
+"""The composable optimizer: AccelOptimizer, stat and step callbacks, recipes, executors."""
 
 __all__: list[str] = []

@@ -1,3 +1,5 @@
 """Inspection of the optimizer in TensorBoard."""
 
-__all__: list[str] = []
+from .callback import OptimizerStatsMonitor
+
+__all__: list[str] = ["OptimizerStatsMonitor"]

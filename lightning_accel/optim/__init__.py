@@ -3,5 +3,19 @@
 from .callbacks import *  # noqa: F403
 from .callbacks import __all__ as _callbacks_all
 from .core import AccelOptimizer
+from .lookahead import Lookahead
+from .recipes import SGD, Adam, Lamb, Larc, QHAdam, RAdam, RMSProp, ranger
 
-__all__: list[str] = ["AccelOptimizer", *_callbacks_all]
+__all__: list[str] = [
+    "AccelOptimizer",
+    *_callbacks_all,
+    "SGD",
+    "RMSProp",
+    "Adam",
+    "RAdam",
+    "QHAdam",
+    "Larc",
+    "Lamb",
+    "Lookahead",
+    "ranger",
+]

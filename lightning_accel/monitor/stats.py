@@ -117,7 +117,8 @@ def layer_stats(snapshot: StepSnapshot, states: Sequence[dict]) -> dict[str, dic
 
     grad_sq = _per_layer(snapshot.grad_sq_norms, ids, n)
     found["grad_norm"] = grad_sq.sqrt()
-    present["grad_norm"] = torch.ones(n, dtype=torch.bool, device=ids.device)
+    has_params = _per_layer(torch.ones(len(ids), device=ids.device), ids, n) > 0
+    present["grad_norm"] = has_params
 
     if snapshot.weights is not None:
         deltas = torch._foreach_sub([p.detach() for p in snapshot.params], snapshot.weights)
@@ -126,7 +127,7 @@ def layer_stats(snapshot: StepSnapshot, states: Sequence[dict]) -> dict[str, dic
         found["update_ratio"] = (delta_sq / weight_sq).sqrt()
         present["update_ratio"] = weight_sq > 0
         found["step_size"] = (delta_sq / grad_sq).sqrt()
-        present["step_size"] = grad_sq > 0
+        present["step_size"] = (grad_sq > 0) & has_params
 
     avg_idx, avgs = [], []
     sqr_idx, sqrs = [], []

@@ -42,8 +42,11 @@ def average_grad(
     """Moving average of the gradients: grad_avg = mom * grad_avg + (1 - mom if damped) * grad."""
     if grad_avg is None:
         grad_avg = torch.zeros_like(p.grad.data)
-    damp = 1 - mom if dampening else 1.0
-    grad_avg.mul_(mom).add_(p.grad.data, alpha=damp)
+    if dampening:
+        # lerp is the damped average in one rounding step, as torch's Adam computes it.
+        grad_avg.lerp_(p.grad.data, 1 - mom)
+    else:
+        grad_avg.mul_(mom).add_(p.grad.data)
     return {"grad_avg": grad_avg}
 
 
@@ -107,7 +110,8 @@ def adam_step(
     """Adam: debiased average gradient over the root of the debiased average squared gradient."""
     debias1 = debias(mom, 1 - mom, step)
     debias2 = debias(sqr_mom, 1 - sqr_mom, step)
-    p.data.addcdiv_(grad_avg, (sqr_avg / debias2).sqrt() + eps, value=-lr / debias1)
+    denom = sqr_avg.sqrt().div_(math.sqrt(debias2)).add_(eps)
+    p.data.addcdiv_(grad_avg, denom, value=-lr / debias1)
 
 
 adam_step.defaults = dict(eps=1e-5)

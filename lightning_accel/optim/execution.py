@@ -2,18 +2,61 @@
 
 An executor applies a pipeline of optimizer callbacks to the parameters of one group that have
 gradients. Every executor computes the same numbers; they differ only in speed.
+
+- "per_param": the reference loop, parameter-major (every callback on p1, then on p2, ...).
+- "foreach": callback-major, each callback once over the whole group with its multi-tensor form;
+  every callback must have one.
+- "auto" (default): callback-major, multi-tensor where a callback has a form and per-parameter
+  where it has not. Callback-major order gives the same numbers as the reference loop because a
+  callback only reads and writes its own parameter and that parameter's state.
+- "compiled": the multi-tensor forms traced by `torch.compile` into fused kernels
+  (`compiled.py`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
+import torch
 from torch import Tensor
 
+from .foreach import FOREACH_FORMS
+
 Executor = Callable[[Sequence[Callable], list[Tensor], list[dict], dict[str, Any]], None]
+IMPLS = ("auto", "per_param", "foreach", "compiled")
 
 
+def callback_label(cb: Callable) -> str:
+    """A readable name for a callback, looking through `functools.partial`."""
+    while isinstance(cb, partial):
+        cb = cb.func
+    return getattr(cb, "__name__", repr(cb))
+
+
+def foreach_form(cb: Callable) -> Callable | None:
+    """The multi-tensor form of a callback, or None.
+
+    A callback's own `.foreach` attribute wins; the built-in callbacks have theirs registered in
+    `foreach.FOREACH_FORMS`. A `functools.partial` of a callback with a form gets the same
+    partial of the form, so its bound keywords (e.g. `dampening=True`) reach the form.
+    """
+    form = getattr(cb, "foreach", None)
+    if form is not None:
+        return form
+    if isinstance(cb, partial):
+        if cb.args:  # positional arguments would bind `p` itself: no sound multi-tensor analogue
+            return None
+        inner = foreach_form(cb.func)
+        return None if inner is None else partial(inner, **cb.keywords)
+    try:
+        return FOREACH_FORMS.get(cb)
+    except TypeError:  # an unhashable callable cannot be a registered built-in
+        return None
+
+
+@torch.no_grad()
 def run_per_param(
     cbs: Sequence[Callable], params: list[Tensor], states: list[dict], hypers: dict[str, Any]
 ) -> None:
@@ -25,35 +68,64 @@ def run_per_param(
                 state.update(update)
 
 
-def foreach_form(cb: Callable) -> Callable | None:
-    """The multi-tensor form of a callback, if it has one."""
-    return getattr(cb, "foreach", None)
+def _run_one_per_param(
+    cb: Callable, params: list[Tensor], states: list[dict], hypers: dict[str, Any]
+) -> None:
+    for p, state in zip(params, states):
+        update = cb(p, **{**state, **hypers})
+        if update:
+            state.update(update)
 
 
-def run_foreach(
+@torch.no_grad()
+def run_callback_major(
     cbs: Sequence[Callable], params: list[Tensor], states: list[dict], hypers: dict[str, Any]
 ) -> None:
-    """Each callback once over all parameters of the group, with multi-tensor kernels."""
+    """Each callback once over the whole group: multi-tensor where it has a form, else per param."""
+    if not params:
+        return
     for cb in cbs:
-        foreach_form(cb)(params, states, **hypers)
+        form = foreach_form(cb)
+        if form is None:
+            _run_one_per_param(cb, params, states, hypers)
+        else:
+            form(params, states, **hypers)
 
 
-EXECUTORS: dict[str, Executor] = {"per_param": run_per_param, "foreach": run_foreach}
-IMPLS = ("auto", "per_param", "foreach", "compiled")
+# "foreach" is the callback-major executor with every callback required to have a form.
+run_foreach = run_callback_major
+
+EXECUTORS: dict[str, Executor] = {
+    "per_param": run_per_param,
+    "foreach": run_foreach,
+    "auto": run_callback_major,
+}
+
+
+def missing_forms(cbs: Sequence[Callable]) -> list[str]:
+    """Names of the callbacks without a multi-tensor form."""
+    return [callback_label(cb) for cb in cbs if foreach_form(cb) is None]
 
 
 def resolve_executor(impl: str, cbs: Sequence[Callable]) -> Executor:
-    """The executor for `impl`; "auto" picks foreach when every callback has a multi-tensor form."""
+    """The executor for `impl` (one of IMPLS) running the pipeline `cbs`.
+
+    "auto" is multi-tensor where it can be and per-parameter where it must: it never fails.
+    "foreach" and "compiled" need a multi-tensor form for every callback and say which lack one.
+    """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    missing = [getattr(cb, "__name__", repr(cb)) for cb in cbs if foreach_form(cb) is None]
-    if impl == "auto":
-        impl = "per_param" if missing else "foreach"
-    if impl == "foreach" and missing:
-        raise ValueError(
-            f"impl='foreach' needs a multi-tensor form for every callback; missing for {missing}. "
-            "Use impl='per_param' or impl='auto'."
-        )
-    if impl not in EXECUTORS:
-        raise NotImplementedError(f"impl={impl!r} is not available yet")
+    if impl in ("foreach", "compiled"):
+        missing = missing_forms(cbs)
+        if missing:
+            raise ValueError(
+                f"impl={impl!r} needs a multi-tensor form for every callback; missing for "
+                f"{missing}. Give those callbacks a `.foreach` form (signature "
+                "`(params, states, **hypers) -> None`), or use impl='auto', which runs them "
+                "per parameter."
+            )
+    if impl == "compiled":
+        from .compiled import compiled_executor  # imports torch._dynamo only when asked for
+
+        return compiled_executor(cbs)
     return EXECUTORS[impl]

@@ -1,5 +1,6 @@
 """Callback system: events, Cancel exceptions, Callback, the bridge, AccelModule, callbacks."""
 
+from .bridge import CallbackBridge
 from .core import Callback, sort_callbacks
 from .events import (
     CancelBackwardException,
@@ -12,6 +13,10 @@ from .events import (
     CancelValidException,
     event,
 )
+from .learner import Learner
+from .module import AccelModule
+from .recorder import Recorder
+from .train_eval import TrainEvalCallback
 
 __all__: list[str] = [
     "Callback",
@@ -25,4 +30,9 @@ __all__: list[str] = [
     "CancelValidException",
     "CancelEpochException",
     "CancelFitException",
+    "CallbackBridge",
+    "Learner",
+    "AccelModule",
+    "Recorder",
+    "TrainEvalCallback",
 ]

@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
+from ..callback.core import Callback
 from .hyperparams import flat_scalars, group_hypers, hparam_value, optimizer_label
 from .layers import LayerGrouping, by_module
 from .stats import STATS, StepSnapshot, layer_stats, layer_tensors, take_snapshot
@@ -26,8 +27,12 @@ def _positive_int_or_none(name: str, value: Any, allow_zero: bool = False) -> No
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
-class OptimizerStatsMonitor(pl.Callback):
+class OptimizerStatsMonitor(Callback, pl.Callback):
     """Log the optimizer's hyper-parameters and per-layer statistics to TensorBoard.
+
+    Use it either as a Lightning callback (``Trainer(callbacks=[monitor])``) or as one of the
+    chapter's callbacks (``CallbackBridge(monitor)``, ``AccelModule(cbs=[monitor])``); in a bridge
+    it follows the bridge's events (``before_fit``, ``before_step``, ``after_step``, ``after_fit``).
 
     Every `log_every_n_steps` optimizer steps (default: the trainer's), it writes each
     hyper-parameter of each parameter group (``hypers/<name>/group<i>``) and, per layer, the
@@ -79,12 +84,19 @@ class OptimizerStatsMonitor(pl.Callback):
         self._names: dict[int, str] = {}
         self._pending: list[tuple[Optimizer, StepSnapshot, bool]] = []
         self._start_hparams: dict[str, Any] = {}
+        self._every, self._hist_every = 1, 0  # resolved from the trainer when fitting starts
 
     # ----------------------------------------------------------------------------- set-up
 
+    def _in_bridge(self) -> bool:
+        # A bridge sets `learn`; its events then drive the monitor and Lightning's hooks must not.
+        return self.__dict__.get("learn") is not None
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
+        if stage == "fit" and not self._in_bridge():
+            self._find_logger(trainer)
+
+    def _find_logger(self, trainer: pl.Trainer) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         self._logger = loggers[0] if loggers else None
         if self._logger is None:
@@ -95,16 +107,20 @@ class OptimizerStatsMonitor(pl.Callback):
                 "TensorBoardLogger to `Trainer(logger=...)`."
             )
 
-    @property
-    def every(self) -> int:
-        """Steps between two logs (resolved from the trainer once fitting has started)."""
-        return self._every
-
     def _active(self, trainer: pl.Trainer) -> bool:
         # Other ranks hold the same (all-reduced) gradients; rank zero alone writes.
         return self._logger is not None and trainer.is_global_zero
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._in_bridge():
+            self._start(trainer, pl_module)
+
+    def before_fit(self) -> None:
+        """Bridge event: find the logger and prepare, as `setup` and `on_fit_start` do."""
+        self._find_logger(self.learn.trainer)
+        self._start(self.learn.trainer, self.learn.pl_module)
+
+    def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._every = self.log_every_n_steps or trainer.log_every_n_steps
         hist = self.histogram_every_n_steps
         self._hist_every = self._every * HISTOGRAM_FACTOR if hist is None else hist
@@ -144,6 +160,14 @@ class OptimizerStatsMonitor(pl.Callback):
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
     ) -> None:
+        if not self._in_bridge():
+            self._before_step(trainer, optimizer)
+
+    def before_step(self) -> None:
+        """Bridge event: gradients are final and the step is next."""
+        self._before_step(self.learn.trainer, self.learn.opt)
+
+    def _before_step(self, trainer: pl.Trainer, optimizer: Optimizer) -> None:
         if not self._active(trainer):
             return
         step = trainer.global_step
@@ -191,6 +215,14 @@ class OptimizerStatsMonitor(pl.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        if not self._in_bridge():
+            self._after_step()
+
+    def after_step(self) -> None:
+        """Bridge event: the step has happened."""
+        self._after_step()
+
+    def _after_step(self) -> None:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
@@ -215,6 +247,14 @@ class OptimizerStatsMonitor(pl.Callback):
     # ------------------------------------------------------------------------------ end
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._in_bridge():
+            self._finish(trainer)
+
+    def after_fit(self) -> None:
+        """Bridge event: training is over (the logger is still open)."""
+        self._finish(self.learn.trainer)
+
+    def _finish(self, trainer: pl.Trainer) -> None:
         if not self._active(trainer) or not self.log_hparams:
             return
         metrics = {}

@@ -9,6 +9,8 @@ from typing import Any
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ..optim.core import callback_name
+
 
 def _scalar(value: Any) -> float | None:
     if isinstance(value, bool):
@@ -54,7 +56,7 @@ def optimizer_label(opt: Optimizer) -> str:
     """A short name for the optimizer: its callbacks for AccelOptimizer, else its class."""
     cbs = getattr(opt, "cbs", None)
     if cbs:
-        return "+".join(getattr(cb, "__name__", type(cb).__name__) for cb in cbs)
+        return "+".join(callback_name(cb) for cb in cbs)
     return type(opt).__name__
 
 

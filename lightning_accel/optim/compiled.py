@@ -108,14 +108,16 @@ class _Pipeline:
 
 
 _PIPELINES: dict[Hashable, _Pipeline] = {}
+# torch.compile's backend for impl="compiled"; tests swap in "aot_eager" to trace without codegen.
+DEFAULT_BACKEND = "inductor"
 
 
 class CompiledExecutor:
     """Executor for impl="compiled" (see the module docstring); `backend` is torch.compile's."""
 
-    def __init__(self, cbs: Sequence[Callable], backend: str = "inductor") -> None:
+    def __init__(self, cbs: Sequence[Callable], backend: str | None = None) -> None:
         self.cbs = list(cbs)
-        self.backend = backend
+        self.backend = backend = backend or DEFAULT_BACKEND
         key = (tuple(_callback_key(cb) for cb in self.cbs), backend)
         if key not in _PIPELINES:
             _PIPELINES[key] = _Pipeline([foreach_form(cb) for cb in self.cbs], backend)
@@ -123,6 +125,7 @@ class CompiledExecutor:
         # State keys the pipeline has been seen to create; a group whose states lack one of them
         # is on its first step and runs eagerly.
         self._state_keys: set[str] | None = None
+        self._checked: set[str] = set()  # device types known to support compilation
 
     def __reduce__(self):
         # Optimizers are deep-copied and pickled with their executor; compiled programs are not
@@ -138,11 +141,13 @@ class CompiledExecutor:
     ) -> None:
         if not params:
             return
+        device = params[0].device
+        if device.type not in self._checked:  # before any change, so a failure loses nothing
+            _check_available(device)
+            self._checked.add(device.type)
         if self._state_keys is None or not all(self._state_keys <= s.keys() for s in states):
             self._run_eager(params, states, hypers)
             return
-        device = params[0].device
-        _check_available(device)
         _tensorise_states(params, states)
         with torch.no_grad():
             self._pipeline.program(params)(params, states, _tensorise_hypers(hypers, device))
@@ -173,7 +178,7 @@ def _tensorise_hypers(hypers: dict[str, Any], device: torch.device) -> dict[str,
     return out
 
 
-def compiled_executor(cbs: Sequence[Callable], backend: str = "inductor") -> CompiledExecutor:
+def compiled_executor(cbs: Sequence[Callable], backend: str | None = None) -> CompiledExecutor:
     """The impl="compiled" executor for `cbs`; fails clearly if torch.compile is unavailable."""
     _check_available()
     return CompiledExecutor(cbs, backend)

@@ -55,8 +55,13 @@ def _optional_list(params: list[Tensor], states: list[dict], key: str) -> list[T
 
 def _add_scaled_(xs: list[Tensor], ys: list[Tensor], alpha: Any) -> None:
     """xs += alpha * ys; alpha is one number, one tensor, or one number/tensor per parameter."""
-    if isinstance(alpha, (list, tuple, Tensor)):
+    if isinstance(alpha, Tensor) or (isinstance(alpha, list) and isinstance(alpha[0], Tensor)):
         torch._foreach_add_(xs, torch._foreach_mul(ys, alpha))
+    elif isinstance(alpha, list):
+        # One kernel per distinct value keeps add's own rounding (usually a single value).
+        for value in dict.fromkeys(alpha):
+            idx = [i for i, a in enumerate(alpha) if a == value]
+            torch._foreach_add_([xs[i] for i in idx], [ys[i] for i in idx], alpha=value)
     else:
         torch._foreach_add_(xs, ys, alpha=alpha)
 
@@ -75,6 +80,10 @@ def _add_cdiv_(xs: list[Tensor], num: list[Tensor], den: list[Tensor], value: An
         torch._foreach_add_(xs, torch._foreach_mul(torch._foreach_div(num, den), value))
     else:
         torch._foreach_addcdiv_(xs, num, den, value)
+
+
+def _sqrt(x: Any) -> Any:
+    return x.sqrt() if isinstance(x, Tensor) else math.sqrt(x)
 
 
 def _per_step(states: list[dict], fn: Callable[[Any], Any]) -> list[Any]:
@@ -125,8 +134,15 @@ def average_grad(
 ) -> None:
     """Multi-tensor `average_grad`."""
     avgs = _state_list(params, states, "grad_avg")
-    torch._foreach_mul_(avgs, mom)
-    _add_scaled_(avgs, _grads(params), 1 - mom if dampening else 1.0)
+    if dampening:
+        # lerp, as the per-parameter callback does: the damped average in one rounding step.
+        weight = 1 - mom
+        torch._foreach_lerp_(
+            avgs, _grads(params), [weight] * len(avgs) if isinstance(weight, Tensor) else weight
+        )
+    else:
+        torch._foreach_mul_(avgs, mom)
+        torch._foreach_add_(avgs, _grads(params))
 
 
 def average_sqr_grad(
@@ -175,8 +191,9 @@ def adam_step(
     **hypers: Any,
 ) -> None:
     """Multi-tensor `adam_step`."""
-    denom = _debiased_sqr(states, sqr_mom)
-    torch._foreach_sqrt_(denom)
+    # sqrt(sqr_avg) / sqrt(debias2) + eps: the per-parameter callback's (and torch's) rounding.
+    denom = torch._foreach_sqrt([s["sqr_avg"] for s in states])
+    torch._foreach_div_(denom, _per_step(states, lambda t: _sqrt(debias(sqr_mom, 1 - sqr_mom, t))))
     torch._foreach_add_(denom, eps)
     values = _per_step(states, lambda t: -lr / debias(mom, 1 - mom, t))
     _add_cdiv_(params, [s["grad_avg"] for s in states], denom, values)
@@ -234,8 +251,7 @@ def radam_step(
         _add_cdiv_([params[i] for i in rect], [avgs[i] for i in rect], denom, values)
     if plain:
         alphas = [-lr / debias1[i] for i in plain]
-        alpha = alphas[0] if len(set(alphas)) == 1 else alphas
-        _add_scaled_([params[i] for i in plain], [avgs[i] for i in plain], alpha)
+        _add_scaled_([params[i] for i in plain], [avgs[i] for i in plain], alphas)
 
 
 def _radam_tensor_(params, states, avgs, terms, debias1, lr, sqr_mom, eps, beta) -> None:

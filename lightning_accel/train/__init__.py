@@ -1,3 +1,42 @@
 """Training recipes: hyper-parameter schedules, fit helpers and the learning-rate finder."""
 
-__all__: list[str] = []
+from .callbacks import FlatCosSchedule, HyperScheduleCallback, OneCycleSchedule, SGDRSchedule
+from .lr_finder import LRFinder, lr_find, plot_lr_find
+from .schedules import (
+    CombinedSchedule,
+    ParamScheduler,
+    SchedCos,
+    SchedExp,
+    SchedLin,
+    SchedNo,
+    SchedPoly,
+    Schedule,
+    combine_scheds,
+    combined_cos,
+)
+from .suggestions import SuggestionMethod, minimum, slide, steep, valley
+
+__all__: list[str] = [
+    "Schedule",
+    "SchedLin",
+    "SchedCos",
+    "SchedNo",
+    "SchedExp",
+    "SchedPoly",
+    "CombinedSchedule",
+    "combine_scheds",
+    "combined_cos",
+    "ParamScheduler",
+    "HyperScheduleCallback",
+    "OneCycleSchedule",
+    "FlatCosSchedule",
+    "SGDRSchedule",
+    "LRFinder",
+    "lr_find",
+    "plot_lr_find",
+    "SuggestionMethod",
+    "valley",
+    "slide",
+    "minimum",
+    "steep",
+]

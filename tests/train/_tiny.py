@@ -1,0 +1,82 @@
+"""Tiny Lightning pieces shared by the training-recipe tests."""
+
+import math
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def cos(a, b, x):
+    """The published cosine annealing from a to b at x in [0, 1]."""
+    return a + (1 + math.cos(math.pi * (1 - x))) * (b - a) / 2
+
+
+def one_cycle(p, lr_max, div=25.0, div_final=1e5, pct_start=0.25, moms=(0.95, 0.85, 0.95)):
+    """(lr, mom) of the published 1cycle policy at position p, in float64."""
+    if p < pct_start:
+        x = p / pct_start
+        return cos(lr_max / div, lr_max, x), cos(moms[0], moms[1], x)
+    x = (p - pct_start) / (1 - pct_start)
+    return cos(lr_max, lr_max / div_final, x), cos(moms[1], moms[2], x)
+
+
+def loader(n_batches=5, batch_size=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_batches * batch_size, 3, generator=g)
+    return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=batch_size)
+
+
+class TinyModule(pl.LightningModule):
+    """Linear regression; `make_opt(module)` builds the optimizer (torch SGD by default)."""
+
+    def __init__(self, make_opt=None, n_batches=5, scheduler=None):
+        super().__init__()
+        self.body = torch.nn.Linear(3, 4)
+        self.head = torch.nn.Linear(4, 1)
+        self.make_opt = make_opt or (
+            lambda m: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+        )
+        self.n_batches = n_batches
+        self.scheduler = scheduler
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self(x), y)
+
+    def configure_optimizers(self):
+        opt = self.make_opt(self)
+        if self.scheduler is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": self.scheduler(opt)}
+
+    def train_dataloader(self):
+        return loader(self.n_batches)
+
+
+class StepProbe(pl.Callback):
+    """Reads what the optimizer holds right before each optimizer step, via torch's own keys."""
+
+    def __init__(self):
+        self.lrs, self.moms = [], []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.lrs.append([g["lr"] for g in optimizer.param_groups])
+        moms = [g["momentum"] if "momentum" in g else g["betas"][0] for g in optimizer.param_groups]
+        self.moms.append(moms)
+
+
+def trainer(tmp_path, **kwargs):
+    settings = dict(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
+    settings.update(kwargs)
+    return pl.Trainer(**settings)

@@ -270,6 +270,19 @@ class CallbackBridge(pl.Callback):
             epoch_loop.batch_progress.is_last_batch = True
             if closed & (_EPOCH | _FIT):
                 epoch_loop._skip_next_val = True
+            elif trainer.val_check_batch != float("inf"):
+                # Lightning validates on batch counts, not on `is_last_batch`: make this batch
+                # the validation batch (restored when validation starts or the epoch ends).
+                per_epoch = trainer.check_val_every_n_epoch is not None
+                done = (epoch_loop.batch_idx if per_epoch else epoch_loop.total_batch_idx) + 1
+                if self._saved_val_check_batch is None:
+                    self._saved_val_check_batch = trainer.val_check_batch
+                trainer.val_check_batch = done
+
+    def _restore_val_check(self) -> None:
+        if self._saved_val_check_batch is not None:
+            self.learn.trainer.val_check_batch = self._saved_val_check_batch
+            self._saved_val_check_batch = None
 
     # ------------------------------------------------------------------ distributed agreement
     def _distributed(self) -> bool:
@@ -307,6 +320,7 @@ class CallbackBridge(pl.Callback):
         self._step_emitted = False
         self._stop_eval = False
         self._pending = self._closed = 0
+        self._saved_val_check_batch: Any = None
 
     @property
     def batch_alive(self) -> bool:
@@ -372,6 +386,8 @@ class CallbackBridge(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         # A failed fit leaves nothing half-open: the next `trainer.fit` starts clean.
+        if self.learn.trainer is not None:
+            self._restore_val_check()
         self._reset_loop_state()
         for cb in self._cbs:
             cb.run = True
@@ -398,6 +414,7 @@ class CallbackBridge(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._live(trainer):
             return
+        self._restore_val_check()
         self._close_epoch()
         self._agree()
 
@@ -494,6 +511,7 @@ class CallbackBridge(pl.Callback):
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._live(trainer):
             return
+        self._restore_val_check()
         learn = self.learn
         if self._train_open and trainer.fit_loop.epoch_loop._is_training_done:
             self._train_open = False

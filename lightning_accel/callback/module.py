@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -14,6 +15,10 @@ from .bridge import CallbackBridge, split_batch
 from .core import Callback, _snake_name
 
 __all__ = ["AccelModule", "trainable_groups", "NORM_TYPES"]
+
+# A cancelled batch returns None from training_step on purpose (Lightning then skips backward and
+# step); Lightning's warning about it would only confuse.
+warnings.filterwarnings("ignore", message="`training_step` returned `None`", category=UserWarning)
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._BatchNorm,

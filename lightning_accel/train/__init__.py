@@ -1,6 +1,7 @@
 """Training recipes: hyper-parameter schedules, fit helpers and the learning-rate finder."""
 
 from .callbacks import FlatCosSchedule, HyperScheduleCallback, OneCycleSchedule, SGDRSchedule
+from .fit import fit, fit_flat_cos, fit_one_cycle, fit_sgdr
 from .lr_finder import LRFinder, lr_find, plot_lr_find
 from .schedules import (
     CombinedSchedule,
@@ -31,6 +32,10 @@ __all__: list[str] = [
     "OneCycleSchedule",
     "FlatCosSchedule",
     "SGDRSchedule",
+    "fit",
+    "fit_one_cycle",
+    "fit_flat_cos",
+    "fit_sgdr",
     "LRFinder",
     "lr_find",
     "plot_lr_find",

@@ -61,6 +61,14 @@ class HyperScheduleCallback(pl.Callback):
     ) -> None:
         self._sched.record(_only_optimizer(trainer, type(self).__name__))
 
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sched.finish()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._sched.finish()
+
     def state_dict(self) -> dict[str, Any]:
         return self._sched.state_dict()
 

@@ -220,6 +220,7 @@ class ParamScheduler(Callback):
         self._sched.record(self.learn.opt)
 
     def after_fit(self) -> None:
+        self._sched.finish()
         recorder = getattr(self.learn, "recorder", None)
         if recorder is not None:
             recorder.hps = self.hps

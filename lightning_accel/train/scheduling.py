@@ -67,6 +67,7 @@ class HyperScheduling:
         self.hps: dict[str, list[float]] = {name: [] for name in self.scheds}
         self._start_hypers: list[dict[str, float]] | None = None
         self._restored = False
+        self._loaded_hps: dict[str, list[float]] = {}
         self._started = False
         self._module: Any = None
         self._total: int | None = None
@@ -78,12 +79,12 @@ class HyperScheduling:
         if opt is None:  # the optimizer is not created yet: resolve at the first batch
             self._started = False
             return
+        restored, self._restored = self._restored, False
         if self._factory is not None:
-            if not self._restored:
+            if not restored or self._start_hypers is None:
                 self._start_hypers = snapshot_hypers(opt)
             self.scheds = dict(self._factory(self._start_hypers, module))
             _check_scheds(self.scheds, self.owner)
-        self._restored = False
         names = hyper_names(opt)
         missing = [n for n in self.scheds if n not in names]
         if missing:
@@ -91,7 +92,9 @@ class HyperScheduling:
                 f"{self.owner} schedules {', '.join(map(repr, missing))}, but the optimizer "
                 f"{type(opt).__name__} has no such hyper-parameter; it has: {', '.join(names)}"
             )
-        self.hps = {name: [] for name in self.scheds}
+        # A resumed fit keeps the record of the steps before the checkpoint.
+        loaded = self._loaded_hps if restored else {}
+        self.hps = {name: list(loaded.get(name, [])) for name in self.scheds}
         self._module = module
         self._started = True
 
@@ -111,6 +114,10 @@ class HyperScheduling:
         for name in self.scheds:
             self.hps[name].append(get_hyper(opt, name)[-1])
 
+    def finish(self) -> None:
+        """The fit is over: a checkpoint loaded from now on belongs to the next fit."""
+        self._started = False
+
     def _warn_torch_scheduler(self, trainer: Any) -> None:
         configs = getattr(trainer, "lr_scheduler_configs", None) or []
         if configs and "lr" in self.scheds and not self._torch_scheduler_warned:
@@ -126,14 +133,21 @@ class HyperScheduling:
 
     def state_dict(self) -> dict[str, Any]:
         # Plain floats only, so checkpoints load with torch.load(weights_only=True).
-        return {"start_hypers": self._start_hypers}
+        return {
+            "start_hypers": self._start_hypers,
+            "hps": {name: list(values) for name, values in self.hps.items()},
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._start_hypers = state.get("start_hypers")
-        self._restored = self._start_hypers is not None and self._factory is not None
-        if self._restored and self._started:
-            # The strategy restored us after the fit started (restore_checkpoint_after_setup).
-            self.scheds = dict(self._factory(self._start_hypers, self._module))
+        self._loaded_hps = dict(state.get("hps") or {})
+        if self._factory is not None and state.get("start_hypers") is not None:
+            self._start_hypers = state["start_hypers"]
+        self._restored = True
+        if self._started:
+            # Restored after the fit started (the bridge, or restore_checkpoint_after_setup).
+            if self._factory is not None and self._start_hypers is not None:
+                self.scheds = dict(self._factory(self._start_hypers, self._module))
+            self.hps = {name: list(self._loaded_hps.get(name, [])) for name in self.scheds}
             self._restored = False
 
 

@@ -61,12 +61,18 @@ class StepProbe(pl.Callback):
     """Reads what the optimizer holds right before each optimizer step, via torch's own keys."""
 
     def __init__(self):
-        self.lrs, self.moms = [], []
+        self.lrs, self.moms, self.wds = [], [], []
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         self.lrs.append([g["lr"] for g in optimizer.param_groups])
-        moms = [g["momentum"] if "momentum" in g else g["betas"][0] for g in optimizer.param_groups]
-        self.moms.append(moms)
+        self.moms.append([_mom(g) for g in optimizer.param_groups])
+        self.wds.append([g.get("wd", g.get("weight_decay")) for g in optimizer.param_groups])
+
+
+def _mom(group):
+    if "momentum" in group:
+        return group["momentum"]
+    return group["betas"][0] if "betas" in group else None
 
 
 def trainer(tmp_path, **kwargs):

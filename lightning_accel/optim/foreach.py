@@ -53,10 +53,21 @@ def _optional_list(params: list[Tensor], states: list[dict], key: str) -> list[T
     return [s[key] if s.get(key) is not None else p.grad for p, s in zip(params, states)]
 
 
+def _each(xs: list[Tensor], scalar: Any) -> Any:
+    """A scalar argument for a foreach op over `xs`: a tensor scalar goes in as a list of it.
+
+    Given one tensor, Dynamo reads it with `.item()` and specialises the program on its value
+    (recompiling whenever a schedule changes it); a list of 0-d tensors stays data.
+    """
+    if isinstance(scalar, Tensor) and scalar.dim() == 0:
+        return [scalar] * len(xs)
+    return scalar
+
+
 def _add_scaled_(xs: list[Tensor], ys: list[Tensor], alpha: Any) -> None:
     """xs += alpha * ys; alpha is one number, one tensor, or one number/tensor per parameter."""
     if isinstance(alpha, Tensor) or (isinstance(alpha, list) and isinstance(alpha[0], Tensor)):
-        torch._foreach_add_(xs, torch._foreach_mul(ys, alpha))
+        torch._foreach_add_(xs, torch._foreach_mul(ys, _each(ys, alpha)))
     elif isinstance(alpha, list):
         # One kernel per distinct value keeps add's own rounding (usually a single value).
         for value in dict.fromkeys(alpha):
@@ -69,7 +80,7 @@ def _add_scaled_(xs: list[Tensor], ys: list[Tensor], alpha: Any) -> None:
 def _add_cmul_(xs: list[Tensor], a: list[Tensor], b: list[Tensor], value: Scalar) -> None:
     """xs += value * a * b."""
     if isinstance(value, Tensor):
-        torch._foreach_add_(xs, torch._foreach_mul(torch._foreach_mul(a, b), value))
+        torch._foreach_add_(xs, torch._foreach_mul(torch._foreach_mul(a, b), _each(a, value)))
     else:
         torch._foreach_addcmul_(xs, a, b, value=value)
 
@@ -77,7 +88,7 @@ def _add_cmul_(xs: list[Tensor], a: list[Tensor], b: list[Tensor], value: Scalar
 def _add_cdiv_(xs: list[Tensor], num: list[Tensor], den: list[Tensor], value: Any) -> None:
     """xs += value * num / den; value is one number or tensor, or one per parameter."""
     if isinstance(value, Tensor) or (isinstance(value, list) and isinstance(value[0], Tensor)):
-        torch._foreach_add_(xs, torch._foreach_mul(torch._foreach_div(num, den), value))
+        torch._foreach_add_(xs, torch._foreach_mul(torch._foreach_div(num, den), _each(num, value)))
     else:
         torch._foreach_addcdiv_(xs, num, den, value)
 
@@ -117,7 +128,7 @@ def weight_decay(
         return
     decayed = [p for p, s in zip(params, states) if _flag(s, hypers, "do_wd", True)]
     if decayed:
-        torch._foreach_mul_(decayed, 1 - lr * wd)
+        torch._foreach_mul_(decayed, _each(decayed, 1 - lr * wd))
 
 
 def l2_reg(params: list[Tensor], states: list[dict], wd: Scalar, **hypers: Any) -> None:
@@ -141,7 +152,7 @@ def average_grad(
             avgs, _grads(params), [weight] * len(avgs) if isinstance(weight, Tensor) else weight
         )
     else:
-        torch._foreach_mul_(avgs, mom)
+        torch._foreach_mul_(avgs, _each(avgs, mom))
         torch._foreach_add_(avgs, _grads(params))
 
 
@@ -151,7 +162,7 @@ def average_sqr_grad(
     """Multi-tensor `average_sqr_grad`."""
     sqrs = _state_list(params, states, "sqr_avg")
     grads = _grads(params)
-    torch._foreach_mul_(sqrs, sqr_mom)
+    torch._foreach_mul_(sqrs, _each(sqrs, sqr_mom))
     _add_cmul_(sqrs, grads, grads, 1 - sqr_mom if dampening else 1.0)
 
 
@@ -165,7 +176,7 @@ def rms_prop_step(
 ) -> None:
     """Multi-tensor `rms_prop_step`."""
     denom = torch._foreach_sqrt([s["sqr_avg"] for s in states])
-    torch._foreach_add_(denom, eps)
+    torch._foreach_add_(denom, _each(denom, eps))
     _add_cdiv_(params, _optional_list(params, states, "grad_avg"), denom, -lr)
 
 
@@ -194,7 +205,7 @@ def adam_step(
     # sqrt(sqr_avg) / sqrt(debias2) + eps: the per-parameter callback's (and torch's) rounding.
     denom = torch._foreach_sqrt([s["sqr_avg"] for s in states])
     torch._foreach_div_(denom, _per_step(states, lambda t: _sqrt(debias(sqr_mom, 1 - sqr_mom, t))))
-    torch._foreach_add_(denom, eps)
+    torch._foreach_add_(denom, _each(denom, eps))
     values = _per_step(states, lambda t: -lr / debias(mom, 1 - mom, t))
     _add_cdiv_(params, [s["grad_avg"] for s in states], denom, values)
 
@@ -259,7 +270,7 @@ def _radam_tensor_(params, states, avgs, terms, debias1, lr, sqr_mom, eps, beta)
     (no host synchronisation, no recompilation when the branch flips)."""
     denom = _debiased_sqr(states, sqr_mom)
     torch._foreach_sqrt_(denom)
-    torch._foreach_add_(denom, eps)
+    torch._foreach_add_(denom, _each(denom, eps))
     denom = [torch.where(beta != 0, _softplus(d, beta), d) for d in denom]
     for p, avg, den, (rect, v), d1 in zip(params, avgs, denom, terms, debias1):
         direction = torch.where(rect, avg / den * v, avg)
@@ -281,15 +292,15 @@ def qhadam_step(
     grads = _grads(params)
     debias1 = _per_step(states, lambda t: debias(mom, 1 - mom, t))
     num = torch._foreach_div([s["grad_avg"] for s in states], debias1)
-    torch._foreach_mul_(num, nu_1)
-    torch._foreach_add_(num, torch._foreach_mul(grads, 1 - nu_1))
+    torch._foreach_mul_(num, _each(num, nu_1))
+    torch._foreach_add_(num, torch._foreach_mul(grads, _each(grads, 1 - nu_1)))
     denom = _debiased_sqr(states, sqr_mom)
-    torch._foreach_mul_(denom, nu_2)
-    g2 = torch._foreach_mul(grads, 1 - nu_2)
+    torch._foreach_mul_(denom, _each(denom, nu_2))
+    g2 = torch._foreach_mul(grads, _each(grads, 1 - nu_2))
     torch._foreach_mul_(g2, grads)
     torch._foreach_add_(denom, g2)
     torch._foreach_sqrt_(denom)
-    torch._foreach_add_(denom, eps)
+    torch._foreach_add_(denom, _each(denom, eps))
     _add_cdiv_(params, num, denom, -lr)
 
 
@@ -333,7 +344,7 @@ def lamb_step(
     update = torch._foreach_div([s["grad_avg"] for s in states], debias1)
     denom = _debiased_sqr(states, sqr_mom)
     torch._foreach_sqrt_(denom)
-    torch._foreach_add_(denom, eps)
+    torch._foreach_add_(denom, _each(denom, eps))
     torch._foreach_div_(update, denom)
     # rms(x) = |x| / sqrt(numel): one norm kernel per list instead of pow/mean/sqrt per tensor.
     root_n = torch.tensor([math.sqrt(p.numel()) for p in params], device=params[0].device)

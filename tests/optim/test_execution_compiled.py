@@ -1,0 +1,190 @@
+"""impl="compiled": same numbers as the per-parameter loop, no recompiles under schedules.
+
+Most recipes are traced with torch.compile's "aot_eager" backend (the same Dynamo capture,
+guards and functionalisation, without C++ code generation) to keep the suite fast; Adam and LAMB
+also run through the real inductor backend, which is what impl="compiled" uses by default.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+import torch._dynamo
+from torch._dynamo.utils import counters
+
+from lightning_accel.optim import compiled, recipes
+from lightning_accel.optim.callbacks import sgd_step
+from lightning_accel.optim.compiled import CompiledExecutor, compile_unavailable_reason
+from lightning_accel.optim.core import AccelOptimizer
+
+from .test_execution import LOOSE, RECIPES, SHAPES, assert_same_run, trajectory
+
+pytestmark = pytest.mark.skipif(
+    compile_unavailable_reason(torch.device("cpu")) is not None,
+    reason=f"torch.compile unavailable: {compile_unavailable_reason(torch.device('cpu'))}",
+)
+
+
+def graphs() -> int:
+    return counters["stats"]["unique_graphs"]
+
+
+@pytest.fixture
+def aot_eager(monkeypatch):
+    monkeypatch.setattr(compiled, "DEFAULT_BACKEND", "aot_eager")
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_every_recipe_matches_per_param_traced(name, aot_eager):
+    """lr and mom change every step: at most one program per group structure (two occur)."""
+    ref = trajectory(RECIPES[name], "per_param")
+    before = graphs()
+    got = trajectory(RECIPES[name], "compiled")
+    assert_same_run(got, ref, rtol=LOOSE.get(name, 1e-5))
+    assert graphs() - before <= 2
+
+
+@pytest.mark.parametrize("name", ["Adam", "Lamb"])
+def test_inductor_matches_per_param_and_does_not_recompile(name):
+    """Real fused kernels; lr and mom change before every step, one parameter misses steps.
+
+    Two group structures occur (all five parameters with gradients, and four), so at most two
+    programs: one per structure, none per schedule value.
+    """
+    before = graphs()
+    ref = trajectory(RECIPES[name], "per_param", steps=7)
+    got = trajectory(RECIPES[name], "compiled", steps=7)
+    assert_same_run(got, ref, rtol=LOOSE.get(name, 1e-5))
+    assert 1 <= graphs() - before <= 2
+
+
+def test_inductor_adam_equals_torch_fused_adamw():
+    lr, betas, eps, wd = 1e-2, (0.9, 0.99), 1e-5, 0.01
+    gen = torch.Generator().manual_seed(3)
+    init = [torch.randn(s, generator=gen) for s in SHAPES]
+    grads = [[torch.randn(s, generator=gen) for s in SHAPES] for _ in range(6)]
+    runs = []
+    for make in (
+        lambda ps: recipes.Adam(ps, lr=lr, mom=betas[0], sqr_mom=betas[1], impl="compiled"),
+        lambda ps: torch.optim.AdamW(ps, lr=lr, betas=betas, eps=eps, weight_decay=wd, fused=True),
+    ):
+        ps = [torch.nn.Parameter(x.clone()) for x in init]
+        opt = make(ps)
+        for gs in grads:
+            for p, g in zip(ps, gs):
+                p.grad = g.clone()
+            opt.step()
+        runs.append(ps)
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_schedule_changes_every_hyper_parameter_without_recompiling(aot_eager):
+    """Every hyper-parameter of the group (lr, mom, sqr_mom, eps, wd) changes every step."""
+    params = [torch.nn.Parameter(torch.randn(s)) for s in SHAPES]
+    opt = recipes.Adam(params, lr=1e-2, impl="compiled")
+    for t in range(6):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.set_hypers(lr=1e-2 / (t + 1), mom=0.9 - 0.01 * t, sqr_mom=0.99 - 0.001 * t)
+        opt.set_hypers(eps=10.0 ** -(5 + t), wd=0.01 * t)
+        opt.step()
+        if t == 1:  # step 0 is eager, step 1 compiles the one program
+            after_first_compile = graphs()
+    assert graphs() == after_first_compile
+
+
+def test_programs_are_shared_by_optimizers_running_the_same_pipeline(aot_eager):
+    """A fresh optimizer (say after lr_find) with the same recipe and shapes compiles nothing."""
+    trajectory(RECIPES["QHAdam"], "compiled", steps=4)
+    before = graphs()
+    trajectory(RECIPES["QHAdam"], "compiled", steps=4)
+    assert graphs() == before
+
+
+def test_numeric_state_lives_in_tensors_after_the_first_step(aot_eager):
+    params, opt = trajectory(RECIPES["Adam"], "compiled", steps=3, schedule=False)
+    step = opt.state[params[0]]["step"]
+    assert isinstance(step, torch.Tensor) and int(step) == 3
+    # The flag stays a Python bool: it selects which parameters decay, a structural choice.
+    assert opt.state[params[1]]["do_wd"] is False
+
+
+def test_a_copied_or_pickled_optimizer_keeps_stepping_identically(aot_eager):
+    params, opt = trajectory(RECIPES["Adam"], "compiled", steps=3, schedule=False)
+    twin_params, twin = copy.deepcopy((params, opt))
+    assert isinstance(pickle.loads(pickle.dumps(opt._executor)), CompiledExecutor)
+    for a, b in zip(params, twin_params):
+        a.grad = torch.ones_like(a)
+        b.grad = torch.ones_like(b)
+    opt.step()
+    twin.step()
+    for a, b in zip(params, twin_params):
+        assert torch.equal(a, b)
+
+
+def test_unavailable_torch_compile_fails_clearly_and_changes_nothing(monkeypatch):
+    monkeypatch.setattr(torch._dynamo, "is_dynamo_supported", lambda: False)
+    with pytest.raises(RuntimeError, match=r"impl='compiled' cannot be used.*impl='auto'"):
+        recipes.Adam([torch.nn.Parameter(torch.ones(2))], lr=0.1, impl="compiled")
+
+
+def test_missing_cpp_compiler_fails_before_touching_parameters(monkeypatch):
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = recipes.Adam([p], lr=0.1, impl="compiled")
+    monkeypatch.setenv("CXX", "")
+    monkeypatch.setattr(compiled.shutil, "which", lambda name: None)
+    p.grad = torch.ones(3)
+    with pytest.raises(RuntimeError, match="C\\+\\+ compiler"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.ones(3)) and not opt.state[p]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("impl", ["foreach", "compiled"])
+def test_cuda_matches_per_param(impl):
+    def on_cuda(make):
+        def build(ps, impl):
+            return make(ps, impl=impl)
+
+        return build
+
+    def run(impl):
+        gen = torch.Generator().manual_seed(5)
+        ps = [torch.nn.Parameter(torch.randn(s, generator=gen).cuda()) for s in SHAPES]
+        opt = recipes.Adam(ps, lr=1e-2, impl=impl)
+        for t in range(5):
+            for p in ps:
+                p.grad = torch.randn(p.shape, generator=gen).cuda()
+            opt.set_hyper("lr", 1e-2 / (t + 1))
+            opt.step()
+        return [p.detach().cpu() for p in ps]
+
+    for a, b in zip(run(impl), run("per_param")):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_user_callback_with_a_traceable_form_compiles(aot_eager):
+    def scale_grad(p, factor, **kwargs):
+        p.grad.mul_(factor)
+
+    def scale_grad_foreach(params, states, factor, **hypers):
+        torch._foreach_mul_([p.grad for p in params], factor)
+
+    scale_grad.foreach = scale_grad_foreach
+    pipeline = [scale_grad, sgd_step]
+    results = []
+    for impl in ("per_param", "compiled"):
+        ps = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))]
+        opt = AccelOptimizer(ps, pipeline, impl=impl, lr=0.1, factor=2.0)
+        for t in range(3):
+            for p in ps:
+                p.grad = torch.full_like(p, float(t))
+            opt.set_hyper("factor", 1.0 + t)
+            opt.step()
+        results.append(ps)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)

@@ -27,6 +27,10 @@ def loader(n_batches=5, batch_size=4, seed=0):
     return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=batch_size)
 
 
+def momentum_sgd(module):
+    return torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
+
+
 class TinyModule(pl.LightningModule):
     """Linear regression; `make_opt(module)` builds the optimizer (torch SGD by default)."""
 
@@ -34,9 +38,7 @@ class TinyModule(pl.LightningModule):
         super().__init__()
         self.body = torch.nn.Linear(3, 4)
         self.head = torch.nn.Linear(4, 1)
-        self.make_opt = make_opt or (
-            lambda m: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-        )
+        self.make_opt = make_opt or momentum_sgd
         self.n_batches = n_batches
         self.scheduler = scheduler
 

@@ -1,0 +1,189 @@
+"""AccelOptimizer in real Lightning Trainers: closures, monitors, checkpoints, precision, DDP."""
+
+import csv
+from functools import partial
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch.optim.lr_scheduler import OneCycleLR
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from lightning_accel.optim import Adam, ranger
+
+N_SAMPLES, BATCH = 32, 4
+
+
+def _data(batch_size=BATCH):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(N_SAMPLES, 4, generator=gen)
+    y = x @ torch.randn(4, 1, generator=gen) + 0.1 * torch.randn(N_SAMPLES, 1, generator=gen)
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False)
+
+
+class Regression(pl.LightningModule):
+    """A tiny MLP whose optimizer (and optional one-cycle schedule) comes from outside."""
+
+    def __init__(self, opt_func, one_cycle_steps=None):
+        super().__init__()
+        gen = torch.Generator().manual_seed(1)
+        self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+        with torch.no_grad():
+            for p in self.net.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+        self.opt_func, self.one_cycle_steps = opt_func, one_cycle_steps
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.mse_loss(self.net(x).float(), y)
+
+    def configure_optimizers(self):
+        opt = self.opt_func(self.parameters())
+        if self.one_cycle_steps is None:
+            return opt
+        sched = OneCycleLR(opt, max_lr=0.05, total_steps=self.one_cycle_steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _trainer(tmp_path, **kwargs):
+    settings = dict(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
+    settings.update(kwargs)
+    return pl.Trainer(**settings)
+
+
+OURS = partial(Adam, lr=0.01, wd=0.01, impl="per_param")
+TORCH = partial(torch.optim.AdamW, lr=0.01, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01)
+
+
+def _fit(tmp_path, opt_func, **kwargs):
+    model = Regression(opt_func)
+    _trainer(tmp_path, **kwargs).fit(model, _data())
+    return model
+
+
+def _same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_trains_exactly_like_torch_adamw_under_lightning(tmp_path, precision):
+    ours = _fit(tmp_path, OURS, precision=precision)
+    theirs = _fit(tmp_path, TORCH, precision=precision)
+    assert _same_weights(ours, theirs)
+    assert not _same_weights(ours, Regression(OURS))  # it did train
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="16-mixed needs a CUDA GPU")
+def test_trains_like_torch_adamw_under_16_mixed_on_cuda(tmp_path):
+    kwargs = dict(accelerator="cuda", precision="16-mixed")
+    ours, theirs = _fit(tmp_path, OURS, **kwargs), _fit(tmp_path, TORCH, **kwargs)
+    for x, y in zip(ours.parameters(), theirs.parameters()):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_grad_scaler_skips_steps_with_inf_gradients_and_takes_finite_ones():
+    model, ref_model = nn.Linear(4, 1), nn.Linear(4, 1)
+    ref_model.load_state_dict(model.state_dict())
+    opt = Adam(model.parameters(), lr=0.1)
+    ref = torch.optim.AdamW(ref_model.parameters(), lr=0.1, betas=(0.9, 0.99), eps=1e-5)
+    x = torch.randn(8, 4)
+    before = [p.detach().clone() for p in model.parameters()]
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    scaler.scale(model(x).sum() * float("inf")).backward()
+    scaler.step(opt)
+    scaler.update()
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    assert not opt.state and scaler.get_scale() == 2.0**7  # skipped, and the scale backed off
+
+    for m, o in [(model, opt), (ref_model, ref)]:
+        o.zero_grad()
+        s = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+        s.scale(m(x).pow(2).mean()).backward()
+        s.step(o)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), ref_model.parameters()))
+    assert not torch.equal(model.weight, before[0])
+
+
+def _logged(tmp_path, opt_func, name):
+    model = Regression(opt_func, one_cycle_steps=8)
+    logger = CSVLogger(tmp_path, name=name)
+    monitor = LearningRateMonitor(logging_interval="step", log_momentum=True)
+    trainer = _trainer(
+        tmp_path, logger=logger, callbacks=[monitor], log_every_n_steps=1, limit_train_batches=8
+    )
+    trainer.fit(model, _data())
+    with open(f"{logger.log_dir}/metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    columns = [k for k in rows[0] if k.startswith("lr-")]
+    return {k.removeprefix("lr-"): [float(r[k]) for r in rows if r[k]] for k in columns}
+
+
+def test_learning_rate_monitor_logs_our_momentum_like_torchs(tmp_path):
+    ours = _logged(tmp_path, OURS, "ours")
+    theirs = _logged(tmp_path, TORCH, "theirs")
+    assert ours == {
+        "AccelOptimizer": theirs["AdamW"],
+        "AccelOptimizer-momentum": theirs["AdamW-momentum"],
+    }
+    assert len(set(ours["AccelOptimizer-momentum"])) > 3  # it moved with the one-cycle schedule
+
+
+@pytest.mark.parametrize("opt_func", [OURS, partial(ranger, lr=0.01)], ids=["adam", "ranger"])
+def test_a_lightning_checkpoint_resumes_bit_exactly(tmp_path, opt_func):
+    straight = Regression(opt_func)
+    _trainer(tmp_path, max_epochs=2).fit(straight, _data())
+
+    first = Regression(opt_func)
+    trainer = _trainer(tmp_path, max_epochs=1)
+    trainer.fit(first, _data())
+    trainer.save_checkpoint(tmp_path / "half.ckpt")
+
+    resumed = Regression(opt_func)
+    _trainer(tmp_path, max_epochs=2).fit(resumed, _data(), ckpt_path=tmp_path / "half.ckpt")
+    assert _same_weights(resumed, straight)
+    assert not _same_weights(resumed, first)
+
+
+def _ranked_data(module):
+    """This rank's share of the samples, in order: rank r gets r, r + 2, ... (no shuffle)."""
+    loader = _data()
+    sampler = DistributedSampler(
+        loader.dataset,
+        num_replicas=module.trainer.world_size,
+        rank=module.global_rank,
+        shuffle=False,
+    )
+    return DataLoader(loader.dataset, batch_size=BATCH, sampler=sampler)
+
+
+class RankedRegression(Regression):
+    def train_dataloader(self):
+        return _ranked_data(self)
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_equals_one_process_on_the_global_batch(tmp_path):
+    # Step i of the two ranks together sees exactly the samples of batch i of size 2 * BATCH.
+    single = Regression(OURS)
+    _trainer(tmp_path).fit(single, _data(batch_size=2 * BATCH))
+    ddp = RankedRegression(OURS)
+    trainer = _trainer(tmp_path, strategy="ddp_spawn", devices=2, use_distributed_sampler=False)
+    trainer.fit(ddp)
+    # ddp_spawn hands rank 0's trained weights back to this process.
+    for x, y in zip(ddp.parameters(), single.parameters()):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-7)
+    assert not _same_weights(single, Regression(OURS))

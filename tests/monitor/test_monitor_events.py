@@ -11,9 +11,11 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lightning_accel.callback.bridge import CallbackBridge
+from lightning_accel.callback.module import AccelModule
 from lightning_accel.monitor import OptimizerStatsMonitor
 from lightning_accel.monitor.layers import matching
 from lightning_accel.optim.recipes import Adam, Lamb
+from lightning_accel.train.fit import fit_one_cycle
 
 from .helpers import (
     TinyRegression,
@@ -280,3 +282,41 @@ def test_bad_arguments_are_named(kwargs, message):
 def test_layers_must_be_callable():
     with pytest.raises(TypeError, match="layers must be a callable"):
         OptimizerStatsMonitor(layers="body")
+
+
+def _cos(start, end, pct):
+    return start + (1 + math.cos(math.pi * (1 - pct))) * (end - start) / 2
+
+
+def _one_cycle(lr_max, pos, pct_start=0.25, div=25.0, div_final=1e5, moms=(0.95, 0.85, 0.95)):
+    """The chapter's 1cycle policy at training position `pos` in [0, 1), in float64."""
+    if pos < pct_start:
+        pct = pos / pct_start
+        return _cos(lr_max / div, lr_max, pct), _cos(moms[0], moms[1], pct)
+    pct = (pos - pct_start) / (1 - pct_start)
+    return _cos(lr_max, lr_max / div_final, pct), _cos(moms[1], moms[2], pct)
+
+
+def test_fit_one_cycle_on_an_accel_module_logs_the_1cycle_curves(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    module = AccelModule(model, torch.nn.MSELoss(), opt_func=Adam, lr=1e-2)
+    monitor = OptimizerStatsMonitor(log_every_n_steps=1, histogram_every_n_steps=0)
+    kwargs = trainer_kwargs(tmp_path)
+    del kwargs["max_epochs"]
+    trainer = fit_one_cycle(
+        module,
+        EPOCHS,
+        0.01,
+        cbs=[monitor],  # through the module's own CallbackBridge
+        train_dataloaders=tiny_loader(),
+        logger=TensorBoardLogger(tmp_path, name="fit_one_cycle"),
+        **kwargs,
+    )
+    acc = read_events(trainer.logger.log_dir)
+    lrs, moms = scalars(acc, "hypers/lr/group0"), scalars(acc, "hypers/mom/group0")
+    assert sorted(lrs) == sorted(moms) == list(range(TOTAL))
+    for step in range(TOTAL):
+        lr, mom = _one_cycle(0.01, step / TOTAL)
+        assert lrs[step] == pytest.approx(lr, rel=1e-5)
+        assert moms[step] == pytest.approx(mom, rel=1e-6)
+    assert {"grad_norm/model.0", "grad_norm/model.2"} <= set(acc.Tags()["scalars"])

@@ -226,13 +226,14 @@ def _as_funcs(suggest_funcs: Any) -> list[SuggestFunc]:
 def plot_lr_find(
     lrs: Sequence[float],
     losses: Sequence[float],
-    suggestions: Sequence[tuple[float, float]] = (),
-    names: Sequence[str] = (),
+    points: Sequence[tuple[float, float]] = (),
+    labels: Sequence[str] = (),
     skip_end: int = 5,
     use_pyplot: bool = False,
 ) -> Figure:
-    """Loss against learning rate on a log axis, suggestions marked; the last `skip_end` points
-    are left out, as the reference. `use_pyplot` registers the figure so notebooks show it."""
+    """Loss against learning rate on a log axis, each `points[i]` marked and labelled
+    `labels[i]`; the last `skip_end` points are left out, as the reference. `use_pyplot`
+    registers the figure so notebooks show it."""
     end = len(lrs) - skip_end if skip_end else len(lrs)
     if use_pyplot:
         import matplotlib.pyplot as plt
@@ -245,9 +246,9 @@ def plot_lr_find(
     ax.set_xscale("log")
     ax.set_xlabel("Learning Rate")
     ax.set_ylabel("Loss")
-    for (lr, loss), name, color in zip(suggestions, names, _cycle_colors()):
-        ax.plot([lr], [loss], "o", color=color, label=f"{name}: {lr:.2e}")
-    if suggestions:
+    for (lr, loss), label, color in zip(points, labels, _cycle_colors()):
+        ax.plot([lr], [loss], "o", color=color, label=label)
+    if points:
         ax.legend(loc="best")
     return fig
 
@@ -314,12 +315,12 @@ def lr_find(
     if not finder.lrs and trainer.num_training_batches == 0:
         raise ValueError("lr_find needs training batches, but the training loader is empty")
     if funcs is None:
-        names, points, result = [], [], None
+        labels, points, result = [], [], None
     else:
         result, points = finder.suggest(funcs)
-        names = list(result._fields)
+        labels = [f"{name}: {lr:.2e}" for name, lr in result._asdict().items()]
     if show_plot or plot_path is not None:
-        fig = plot_lr_find(finder.lrs, finder.losses, points, names, use_pyplot=show_plot)
+        fig = plot_lr_find(finder.lrs, finder.losses, points, labels, use_pyplot=show_plot)
         if plot_path is not None:
             fig.savefig(plot_path, format="png")
     return result

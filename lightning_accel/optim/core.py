@@ -249,9 +249,12 @@ class AccelOptimizer(Optimizer):
         return [_hypers_of(g) for g in self.param_groups]
 
     def _known_hypers(self) -> set[str]:
+        # Names in the groups, plus names a callback requires that no callback keeps as state
+        # (stat callbacks take their state as optional arguments, e.g. `grad_avg=None`).
         names = {k for g in self.param_groups for k in g if k not in _NOT_HYPERS}
+        state_names = set().union(*(optional for _, optional in self._needs))
         for required, _ in self._needs:
-            names |= required
+            names |= required - state_names
         return names
 
     def _planned(self, name: str, value: Any) -> list[Any]:

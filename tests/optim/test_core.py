@@ -411,3 +411,19 @@ def test_copies_and_pickles_step_like_the_original():
     assert torch.equal(params[0], twin[0][0]) and torch.equal(params[0], pickled[0][0])
     twin[1].set_hyper("mom", 0.5)
     assert twin[1].param_groups[0]["betas"][0] == 0.5
+
+
+def test_set_hyper_does_not_accept_state_names():
+    opt = _three_groups()
+    with pytest.raises(ValueError, match="unknown hyper-parameter 'grad_avg'"):
+        opt.set_hyper("grad_avg", 0.1)
+
+
+def test_set_hyper_accepts_a_name_a_callback_requires_before_any_group_has_it():
+    params = _params((3,))
+    opt = AccelOptimizer(params, [needs_gamma], lr=0.1)
+    opt.set_hyper("gamma", 2.0)
+    params[0].grad = torch.ones(3)
+    before = params[0].detach().clone()
+    opt.step()
+    assert torch.allclose(params[0].detach(), before - 0.2)

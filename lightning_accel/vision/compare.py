@@ -1,0 +1,475 @@
+"""The chapter's experiment: five optimizer recipes trained from the same start, side by side.
+
+Each recipe gets a fresh copy of one randomly initialized model, the same data order and the same
+augmentation draws (the global seed is reset before each), so the optimizers are the only
+difference. `run_compare` is what `lightning-accel compare` runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torchvision
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch import nn
+
+from ..callback.core import Callback
+from ..callback.module import AccelModule
+from ..optim.callbacks import (
+    average_grad,
+    average_sqr_grad,
+    momentum_step,
+    rms_prop_step,
+    sgd_step,
+)
+from ..optim.core import AccelOptimizer
+from ..optim.recipes import SGD, Adam
+from ..train.fit import fit, fit_one_cycle
+from ..train.lr_finder import lr_find
+from ..train.suggestions import minimum, steep, valley
+from .digits import DigitsDataModule
+from .download import is_image_folder
+from .imagenette import ImagenetteDataModule
+from .models import vision_model, vision_splitter
+from .report import EpochRow, RecipeResult, epoch_table, plot_losses, summary_table, write_csv
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An optimizer and how the chapter trains with it, with the accuracy it published."""
+
+    name: str
+    opt_func: Callable[..., torch.optim.Optimizer]
+    opt_label: str
+    lr: float
+    one_cycle: bool
+    moms: tuple[float, float, float] | None
+    reference_accuracy: float
+
+    def description(self, epochs: int) -> str:
+        if not self.one_cycle:
+            return f"{self.opt_label}, fit({epochs}, {self.lr:g})"
+        moms = "" if self.moms is None else f", moms={self.moms}"
+        return f"{self.opt_label}, fit_one_cycle({epochs}, {self.lr:g}{moms})"
+
+
+# The chapter's recipes, in its order, with its 3-epoch Imagenette accuracies (ResNet-34 from
+# scratch, 128 px crops, batch 128, mixed precision).
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe("adam", Adam, "Adam", 3e-3, True, None, 0.595),
+        Recipe("sgd", SGD, "SGD", 0.03, True, (0.0, 0.0, 0.0), 0.409),
+        Recipe(
+            "sgd_cb",
+            partial(AccelOptimizer, cbs=[sgd_step]),
+            "[sgd_step]",
+            0.03,
+            False,
+            None,
+            0.445,
+        ),
+        Recipe(
+            "momentum",
+            partial(AccelOptimizer, cbs=[average_grad, momentum_step], mom=0.9),
+            "[average_grad, momentum_step] mom=0.9",
+            0.03,
+            True,
+            None,
+            0.419,
+        ),
+        Recipe(
+            "rmsprop",
+            partial(AccelOptimizer, cbs=[average_sqr_grad, rms_prop_step], sqr_mom=0.99),
+            "[average_sqr_grad, rms_prop_step] sqr_mom=0.99",
+            0.003,
+            True,
+            None,
+            0.545,
+        ),
+    )
+}
+
+NAMED_DATA = {
+    "digits": None,
+    "imagenette-160": ("imagenette", "160"),
+    "imagenette-320": ("imagenette", "320"),
+    "imagenette": ("imagenette", "full"),
+    "imagewoof-160": ("imagewoof", "160"),
+    "imagewoof-320": ("imagewoof", "320"),
+    "imagewoof": ("imagewoof", "full"),
+}
+
+
+class CompareError(ValueError):
+    """A setting `compare` cannot run with; the message names the option and what it accepts."""
+
+
+@dataclass
+class CompareConfig:
+    """The options of `lightning-accel compare`; None means "the default for this data"."""
+
+    data: str = "digits"
+    epochs: int = 3
+    batch_size: int | None = None
+    size: int | None = None
+    presize: int = 160
+    recipes: tuple[str, ...] = tuple(RECIPES)
+    arch: str = "resnet34"
+    precision: str | None = None
+    accelerator: str = "auto"
+    devices: int | str = 1
+    seed: int = 0
+    logdir: Path = Path("runs/compare")
+    num_workers: int | None = None
+    limit_batches: int | None = None
+    lr_find: bool = True
+    lr_find_iters: int = 100
+    progress_bar: bool = True
+    channels_last: bool = False
+    data_dir: Path | None = None
+    extra_trainer_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        unknown = [name for name in self.recipes if name not in RECIPES]
+        if unknown or not self.recipes:
+            raise CompareError(
+                f"--recipes: unknown {', '.join(unknown) or '(none given)'}; "
+                f"choose from {', '.join(RECIPES)}"
+            )
+        for option, value in (
+            ("--epochs", self.epochs),
+            ("--batch-size", self.batch_size),
+            ("--size", self.size),
+            ("--limit-batches", self.limit_batches),
+            ("--lr-find-iters", self.lr_find_iters),
+        ):
+            if value is not None and value < 1:
+                raise CompareError(f"{option} must be a positive integer, got {value}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise CompareError(f"--num-workers must be 0 or more, got {self.num_workers}")
+        if self.data not in NAMED_DATA and not is_image_folder(Path(self.data)):
+            raise CompareError(
+                f"--data: {self.data!r} is neither one of {', '.join(NAMED_DATA)} nor a folder "
+                "with train/ and val/ class folders"
+            )
+        if self.data != "digits" and (self.size or 128) > self.presize:
+            raise CompareError(f"--size ({self.size}) must not exceed --presize ({self.presize})")
+        taken = [n for n in self.recipes if list((Path(self.logdir) / n).glob("events.out.*"))]
+        if taken:
+            raise CompareError(
+                f"--logdir: {self.logdir} already holds runs for {', '.join(taken)}; choose a new "
+                "folder so TensorBoard does not mix two experiments"
+            )
+        if self.arch not in torchvision.models.list_models(module=torchvision.models):
+            raise CompareError(
+                f"--arch: {self.arch!r} is not a torchvision classification model "
+                "(e.g. resnet18, resnet34, resnet50)"
+            )
+        self._check_trainer_settings()
+
+    def _check_trainer_settings(self) -> None:
+        # Building a Trainer is how Lightning checks accelerator, devices and precision; doing it
+        # up front turns a bad value into a one-line error before any data is touched.
+        try:
+            with _quiet_lightning():
+                pl.Trainer(
+                    accelerator=self.accelerator,
+                    devices=self.devices,
+                    precision=self.precision or default_precision(),
+                    logger=False,
+                    enable_checkpointing=False,
+                    enable_progress_bar=False,
+                    enable_model_summary=False,
+                )
+        except Exception as exc:  # any failure here is a setting this machine cannot run
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise CompareError(
+                f"--accelerator {self.accelerator} / --devices {self.devices} / --precision "
+                f"{self.precision or default_precision()}: {first_line}"
+            ) from exc
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's start-up banner (GPU available, ...) for a probe Trainer."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def default_precision() -> str:
+    """Mixed precision on a GPU, as the chapter (bf16 where supported), full precision on CPU."""
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def make_datamodule(config: CompareConfig) -> pl.LightningDataModule:
+    """The data module `config.data` names: digits, an Imagenette variant, or a folder."""
+    if config.data == "digits":
+        return DigitsDataModule(
+            size=config.size or 32,
+            batch_size=config.batch_size or 64,
+            num_workers=config.num_workers or 0,
+            seed=config.seed,
+            channels_last=config.channels_last,
+        )
+    common = dict(
+        presize=config.presize,
+        size=config.size or 128,
+        batch_size=config.batch_size or 128,
+        num_workers=config.num_workers,
+        seed=config.seed,
+        channels_last=config.channels_last,
+        progress=config.progress_bar,
+    )
+    if config.data in NAMED_DATA:
+        dataset, variant = NAMED_DATA[config.data]
+        return ImagenetteDataModule(
+            variant=variant, dataset=dataset, data_dir=config.data_dir, **common
+        )
+    return ImagenetteDataModule(data_dir=Path(config.data), **common)
+
+
+class EpochTable(Callback):
+    """Records the chapter's per-epoch table and sends the same figures to the logger.
+
+    Under `chapter/` in TensorBoard: `train_loss` and `lr` per step, `valid_loss` and `accuracy`
+    per epoch (the module's own `train_loss`/`valid_loss` are logged beside them).
+
+    `train_loss` is the reference's smoothed loss (debiased moving average, beta 0.98, over the
+    whole fit) at the end of the epoch; `valid_loss` and `accuracy` are averages over the whole
+    validation set (summed across processes under DDP); `time` covers training and validation.
+    """
+
+    order = 50  # after the callbacks that compute the loss and change the learning rate
+
+    def __init__(self, beta: float = 0.98) -> None:
+        self.beta = beta
+        self.rows: list[EpochRow] = []
+        self.step_losses: list[float] = []
+        self._avg, self._count, self._start = 0.0, 0, 0.0
+        self._val = torch.zeros(3, dtype=torch.float64)
+
+    def before_fit(self) -> None:
+        self.rows, self.step_losses = [], []
+        self._avg, self._count = 0.0, 0
+
+    def before_epoch(self) -> None:
+        self._start = time.perf_counter()
+        self._val = torch.zeros(3, dtype=torch.float64)
+
+    def after_batch(self) -> None:
+        loss = self.learn.loss
+        if loss is None:
+            return
+        if self.learn.training:
+            self._count += 1
+            self._avg = self.beta * self._avg + (1 - self.beta) * float(loss.detach())
+            smooth = self._avg / (1 - self.beta**self._count)
+            self.step_losses.append(smooth)
+            self._log({"chapter/train_loss": smooth, "chapter/lr": self._lr()})
+        else:
+            target = self.learn.yb[0]
+            n = target.shape[0]
+            correct = (self.learn.pred.argmax(-1) == target).sum().item()
+            self._val += torch.tensor([float(loss.detach()) * n, correct, n], dtype=torch.float64)
+
+    def after_epoch(self) -> None:
+        totals = self._val
+        trainer = self.learn.trainer
+        if trainer is not None and trainer.world_size > 1:
+            totals = trainer.strategy.reduce(totals.to(trainer.strategy.root_device), "sum").cpu()
+        loss_sum, correct, n = totals.tolist()
+        valid_loss = loss_sum / n if n else math.nan
+        accuracy = correct / n if n else math.nan
+        train_loss = self.step_losses[-1] if self.step_losses else math.nan
+        seconds = time.perf_counter() - self._start
+        self.rows.append(EpochRow(self.learn.epoch, train_loss, valid_loss, accuracy, seconds))
+        self._log({"chapter/valid_loss": valid_loss, "chapter/accuracy": accuracy})
+
+    def _lr(self) -> float:
+        opt = self.learn.opt
+        return float(opt.param_groups[-1]["lr"]) if opt is not None else math.nan
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        trainer = self.learn.trainer
+        if trainer is not None and trainer.logger is not None:
+            trainer.logger.log_metrics(metrics, step=trainer.global_step)
+
+
+def initial_weights(config: CompareConfig, n_out: int) -> dict[str, torch.Tensor]:
+    """The one random initialization every recipe starts from."""
+    pl.seed_everything(config.seed, verbose=False)
+    model = vision_model(config.arch, n_out=n_out)
+    return copy.deepcopy(model.state_dict())
+
+
+def _fresh_model(config: CompareConfig, n_out: int, weights: dict[str, torch.Tensor]) -> nn.Module:
+    model = vision_model(config.arch, n_out=n_out)
+    model.load_state_dict(weights)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _trainer_kwargs(config: CompareConfig, logger: Any) -> dict[str, Any]:
+    limit = config.limit_batches
+    return dict(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        precision=config.precision or default_precision(),
+        logger=logger,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=config.progress_bar,
+        num_sanity_val_steps=0,
+        limit_train_batches=limit,
+        limit_val_batches=limit,
+        default_root_dir=config.logdir,
+        log_every_n_steps=1,
+        **config.extra_trainer_kwargs,
+    )
+
+
+def _module(recipe: Recipe, model: nn.Module) -> AccelModule:
+    module = AccelModule(
+        model,
+        nn.CrossEntropyLoss(),
+        opt_func=recipe.opt_func,
+        lr=recipe.lr,
+        splitter=vision_splitter,
+    )
+    # The bridge's Recorder would print its own table; compare prints the chapter's (EpochTable).
+    recorder = module.bridge.callback_named("recorder")
+    if recorder is not None:
+        recorder.print_table = False
+    return module
+
+
+def run_recipe(
+    recipe: Recipe,
+    config: CompareConfig,
+    datamodule: pl.LightningDataModule,
+    weights: dict[str, torch.Tensor],
+) -> RecipeResult:
+    """Train a fresh copy of `weights` with `recipe` and return its table and loss curve."""
+    model = _fresh_model(config, datamodule.num_classes, weights)
+    module = _module(recipe, model)
+    table = EpochTable()
+    logger = TensorBoardLogger(config.logdir, name=recipe.name, version="", default_hp_metric=False)
+    kwargs = _trainer_kwargs(config, logger)
+    pl.seed_everything(config.seed, verbose=False)  # same augmentation and dropout draws
+    start = time.perf_counter()
+    if recipe.one_cycle:
+        moms = {} if recipe.moms is None else {"moms": recipe.moms}
+        fit_one_cycle(
+            module, config.epochs, recipe.lr, datamodule=datamodule, cbs=[table], **moms, **kwargs
+        )
+    else:
+        fit(module, config.epochs, recipe.lr, datamodule=datamodule, cbs=[table], **kwargs)
+    seconds = time.perf_counter() - start
+    logger.finalize("success")
+    return RecipeResult(
+        name=recipe.name,
+        description=recipe.description(config.epochs),
+        reference_accuracy=recipe.reference_accuracy,
+        rows=table.rows,
+        train_losses=table.step_losses,
+        seconds=seconds,
+    )
+
+
+def run_lr_find(
+    config: CompareConfig, datamodule: pl.LightningDataModule, weights: dict[str, torch.Tensor]
+) -> tuple:
+    """The chapter's `lr_find` for plain SGD, from the shared initial weights; plot saved."""
+    model = _fresh_model(config, datamodule.num_classes, weights)
+    module = _module(RECIPES["sgd"], model)
+    kwargs = _trainer_kwargs(config, logger=False)
+    for key in ("logger", "limit_val_batches", "num_sanity_val_steps", "enable_checkpointing"):
+        kwargs.pop(key)
+    kwargs["enable_progress_bar"] = False
+    pl.seed_everything(config.seed, verbose=False)
+    return lr_find(
+        module,
+        datamodule=datamodule,
+        num_it=config.lr_find_iters,
+        suggest_funcs=(valley, minimum, steep),
+        show_plot=False,
+        plot_path=config.logdir / "lr_find_sgd.png",
+        **kwargs,
+    )
+
+
+def _silent(text: str) -> None:
+    pass
+
+
+def _run_one(
+    recipe: Recipe,
+    config: CompareConfig,
+    datamodule: pl.LightningDataModule,
+    weights: dict[str, torch.Tensor],
+    echo: Callable[[str], None],
+) -> RecipeResult:
+    if recipe.name == "sgd" and config.lr_find:
+        suggestions = run_lr_find(config, datamodule, weights)
+        shown = ", ".join(f"{k}={v:.3g}" for k, v in suggestions._asdict().items())
+        echo(f"\nlr_find (SGD): {shown}  [plot: {config.logdir / 'lr_find_sgd.png'}]")
+    echo(f"\n{recipe.name}: {recipe.description(config.epochs)}")
+    result = run_recipe(recipe, config, datamodule, weights)
+    echo(epoch_table(result.rows))
+    return result
+
+
+def run_compare(config: CompareConfig, echo: Callable[[str], None] = print) -> list[RecipeResult]:
+    """Run every recipe of `config`, print the tables, write the CSV, the plot and the runs."""
+    config.validate()
+    if rank_zero_only.rank != 0:  # under DDP every process runs this; one of them reports
+        echo = _silent
+    config.logdir = Path(config.logdir)
+    config.logdir.mkdir(parents=True, exist_ok=True)
+    datamodule = make_datamodule(config)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    weights = initial_weights(config, datamodule.num_classes)
+    precision = config.precision or default_precision()
+    echo(
+        f"Comparing {', '.join(config.recipes)} on {config.data} ({datamodule.num_classes} "
+        f"classes), {config.arch} from scratch, {config.epochs} epochs, precision {precision}, "
+        f"seed {config.seed}; logs in {config.logdir}"
+    )
+    results = []
+    with _quiet_lightning():
+        for name in config.recipes:
+            results.append(_run_one(RECIPES[name], config, datamodule, weights, echo))
+    if rank_zero_only.rank != 0:
+        return results
+    csv_path = write_csv(results, config.logdir / "summary.csv")
+    png_path = plot_losses(results, config.logdir / "losses.png")
+    echo("\nSummary (the last column is the chapter's published Imagenette figure, a reference")
+    echo("for Imagenette only, not an expectation for other data):")
+    echo(summary_table(results))
+    echo(
+        f"\nWrote {csv_path}, {png_path} and one TensorBoard run per recipe: "
+        f"tensorboard --logdir {config.logdir}"
+    )
+    return results

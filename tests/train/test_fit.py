@@ -3,6 +3,7 @@
 import math
 from functools import partial
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -193,3 +194,33 @@ def test_lr_find_on_an_accel_module_restores_weights_and_its_optimizer(tmp_path)
     assert all(torch.equal(v, weights[k]) for k, v in module.state_dict().items())
     for p, s in state.items():
         assert all(torch.equal(opt.state[p][k], v) for k, v in s.items())
+
+
+def test_param_scheduler_schedules_any_hyper_parameter_per_group(tmp_path):
+    from lightning_accel.train.schedules import SchedLin, SchedNo
+
+    def two_groups(model):
+        return [list(model[0].parameters()), list(model[2].parameters())]
+
+    sched = ParamScheduler(
+        {
+            "sqr_mom": SchedLin(0.9, 0.99),
+            "eps": SchedNo([1e-6, 1e-4]),  # one value per parameter group
+        }
+    )
+    module = accel_module(splitter=two_groups, cbs=[sched])
+    seen = []
+
+    class Probe(StepProbe):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            seen.append([(g["betas"][1], g["eps"]) for g in optimizer.param_groups])
+
+    trainer = pl.Trainer(max_epochs=1, callbacks=[Probe()], default_root_dir=tmp_path, **QUIET)
+    trainer.fit(module, train_dataloaders=loader(4))
+    for k, groups in enumerate(seen):
+        sqr_mom = 0.9 + k / 4 * (0.99 - 0.9)
+        assert groups == [
+            (pytest.approx(sqr_mom, rel=1e-12), 1e-6),
+            (pytest.approx(sqr_mom, rel=1e-12), 1e-4),
+        ]
+    assert module.bridge.learn.recorder.hps["eps"] == [1e-4] * 4  # the last group, per batch

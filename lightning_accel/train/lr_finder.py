@@ -7,12 +7,13 @@ the work, usable in a user's own `Trainer`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
 import warnings
 from collections import namedtuple
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +261,21 @@ def _cycle_colors() -> list[str]:
     return colors[1:] + colors[:1]  # the curve takes the first colour
 
 
+@contextlib.contextmanager
+def _quiet_recorder(module: Any) -> Iterator[None]:
+    """An AccelModule's Recorder prints no epoch table for the mock training (reference too)."""
+    learn = getattr(getattr(module, "bridge", None), "learn", None)
+    recorder = getattr(learn, "recorder", None) if learn is not None else None
+    if recorder is None or not hasattr(recorder, "print_table"):
+        yield
+        return
+    printing, recorder.print_table = recorder.print_table, False
+    try:
+        yield
+    finally:
+        recorder.print_table = printing
+
+
 _FIXED_TRAINER_ARGS = ("max_steps", "max_epochs")
 
 
@@ -290,6 +306,8 @@ def lr_find(
             raise ValueError(f"lr_find sets {arg} itself (from num_it); do not pass {arg}")
     if datamodule is not None and train_dataloaders is not None:
         raise ValueError("pass either datamodule or train_dataloaders, not both")
+    if plot_path is not None and not Path(plot_path).parent.is_dir():
+        raise ValueError(f"plot_path {str(plot_path)!r}: its folder does not exist")
     settings = {
         "logger": False,
         "enable_checkpointing": False,
@@ -306,7 +324,8 @@ def lr_find(
     trainer = pl.Trainer(**settings)
     saved_opt = module.__dict__.get("opt", None)
     try:
-        trainer.fit(module, train_dataloaders=train_dataloaders, datamodule=datamodule)
+        with _quiet_recorder(module):
+            trainer.fit(module, train_dataloaders=train_dataloaders, datamodule=datamodule)
     finally:
         finder.restore()
         if "opt" in module.__dict__:

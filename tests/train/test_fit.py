@@ -173,9 +173,10 @@ def test_a_schedule_for_a_missing_hyper_parameter_fails_before_training(tmp_path
     assert all(torch.equal(a, b) for a, b in zip(before, module.parameters()))
 
 
-def test_lr_find_on_an_accel_module_restores_weights_and_its_optimizer(tmp_path):
+def test_lr_find_on_an_accel_module_restores_weights_and_its_optimizer(tmp_path, capsys):
     module = accel_module()
     fit(module, 1, train_dataloaders=loader(), default_root_dir=tmp_path, **QUIET)
+    capsys.readouterr()
     opt = module.opt
     weights = {k: v.clone() for k, v in module.state_dict().items()}
     state = {
@@ -190,6 +191,7 @@ def test_lr_find_on_an_accel_module_restores_weights_and_its_optimizer(tmp_path)
         **{k: v for k, v in QUIET.items() if k != "num_sanity_val_steps"},
     )
     assert math.isfinite(result.valley)
+    assert "train_loss" not in capsys.readouterr().out  # the Recorder's table stays quiet
     assert module.opt is opt
     assert all(torch.equal(v, weights[k]) for k, v in module.state_dict().items())
     for p, s in state.items():

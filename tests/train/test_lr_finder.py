@@ -156,6 +156,7 @@ def test_too_short_a_curve_gives_nan_suggestions_with_a_warning(tmp_path):
         ({"num_it": 0}, "num_it must be a positive integer"),
         ({"max_steps": 5}, "lr_find sets max_steps itself"),
         ({"suggest_funcs": ("valley",)}, "suggest_funcs must be callables"),
+        ({"plot_path": "/nonexistent-folder/lr.png"}, "plot_path .*folder does not exist"),
     ],
 )
 def test_bad_input_fails_before_training(kwargs, match, tmp_path):

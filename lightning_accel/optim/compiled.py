@@ -17,6 +17,7 @@ not compile again.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import types
@@ -40,6 +41,8 @@ def compile_unavailable_reason(device: torch.device | None = None) -> str | None
             return "torch.compile is not supported on this Python/platform"
     except Exception as exc:  # is_dynamo_supported raises with the reason on some versions
         return f"torch.compile is not supported here: {exc}"
+    if device is not None and device.type == "cuda" and importlib.util.find_spec("triton") is None:
+        return "torch.compile on CUDA needs the triton package"
     if device is not None and device.type == "cpu":
         compilers = [os.environ.get("CXX"), "g++", "c++", "clang++"]
         if not any(c and shutil.which(c) for c in compilers):

@@ -103,8 +103,13 @@ def _per_step(states: list[dict], fn: Callable[[Any], Any]) -> list[Any]:
     Parameters that missed steps (no gradient) have their own count, hence per-parameter values.
     """
     steps = [s["step"] for s in states]
-    if isinstance(steps[0], Tensor):
-        out = fn(torch.stack(steps))
+    tensors = [t for t in steps if isinstance(t, Tensor)]
+    if tensors:
+        # Compiled steps keep counts in tensors; a parameter new to the group may still hold an int.
+        like = tensors[0]
+        out = fn(
+            torch.stack([torch.as_tensor(t, dtype=like.dtype, device=like.device) for t in steps])
+        )
         if isinstance(out, tuple):
             return list(zip(*(x.unbind() for x in out)))
         return list(out.unbind())

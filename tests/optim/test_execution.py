@@ -52,11 +52,14 @@ RECIPES: dict[str, Callable] = {
 LOOSE = {"Lamb": 1e-5}
 
 
-def trajectory(make: Callable, impl: str, steps: int = 9, schedule: bool = True):
+def trajectory(
+    make: Callable, impl: str, steps: int = 9, schedule: bool = True, late: bool = False
+):
     """Run `make(params, impl=impl)` for `steps` steps; returns (params, optimizer).
 
-    Gradients are reproducible; parameter 3 misses every third step, parameter 1 has
-    do_wd=False, and lr (and mom, where used) change before every step as a schedule would.
+    Gradients are reproducible; parameter 3 misses every third step (or, when `late`, the first
+    three steps), parameter 1 has do_wd=False, and lr (and mom, where used) change before every
+    step as a schedule would.
     """
     gen = torch.Generator().manual_seed(1)
     params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in SHAPES]
@@ -66,7 +69,8 @@ def trajectory(make: Callable, impl: str, steps: int = 9, schedule: bool = True)
     for t in range(steps):
         for i, p in enumerate(params):
             grad = torch.randn(p.shape, generator=gen)
-            p.grad = None if i == 3 and t % NO_GRAD_EVERY == 1 else grad
+            missing = t < 3 if late else t % NO_GRAD_EVERY == 1
+            p.grad = None if i == 3 and missing else grad
         if schedule:
             opt.set_hyper("lr", base["lr"] * (1 + 0.5 * math.sin(t)))
             if base.get("mom"):

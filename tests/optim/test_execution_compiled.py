@@ -61,6 +61,15 @@ def test_inductor_matches_per_param_and_does_not_recompile(name):
     assert 1 <= graphs() - before <= 2
 
 
+@pytest.mark.parametrize("name", ["Adam", "RAdam", "Lamb"])
+def test_a_parameter_joining_late_is_stepped_like_per_param(name, aot_eager):
+    """Parameter 3 gets its first gradient at step 4, when the others' state is already compiled
+    (tensor step counts): that step runs eagerly with mixed counts, later ones compiled."""
+    ref = trajectory(RECIPES[name], "per_param", late=True)
+    got = trajectory(RECIPES[name], "compiled", late=True)
+    assert_same_run(got, ref, rtol=LOOSE.get(name, 1e-5))
+
+
 def test_inductor_adam_equals_torch_fused_adamw():
     lr, betas, eps, wd = 1e-2, (0.9, 0.99), 1e-5, 0.01
     gen = torch.Generator().manual_seed(3)

@@ -18,8 +18,8 @@ from .helpers import max_rel_diff
 STEPS = 50
 TOL = 1e-10
 SHAPES = [(4, 5), (5,), (2, 3, 2)]
-settings.register_profile("optim", max_examples=12, deadline=None)
-settings.load_profile("optim")
+# Per-test settings, not a global profile: other areas keep their own hypothesis settings.
+EXAMPLES = settings(max_examples=12, deadline=None)
 
 
 def _data(seed: int):
@@ -102,6 +102,7 @@ def lamb_rule(w, g, t, s, lr, b1, b2, eps, wd):
     return w - lr * s["q"] * update
 
 
+@EXAMPLES
 @given(
     seed=st.integers(0, 2**16),
     lr=st.floats(1e-4, 0.05),
@@ -124,6 +125,7 @@ def test_radam_matches_its_update_rule_in_both_branches(seed, lr, b2, eps, wd, b
     assert max_rel_diff(ours, ref) <= TOL
 
 
+@EXAMPLES
 @given(
     seed=st.integers(0, 2**16),
     lr=st.floats(1e-4, 0.05),
@@ -150,7 +152,7 @@ def test_qhadam_matches_its_update_rule(seed, lr, nu, wd):
     trust=st.sampled_from([0.02, 1.0, 5.0]),
     wd=st.sampled_from([0.0, 0.01]),
 )
-@settings(max_examples=6)
+@settings(max_examples=6, deadline=None)
 def test_larc_and_lars_match_the_layerwise_rule(clip, mom, seed, lr, trust, wd):
     init, grads = _data(seed)
     ours, opt = _ours(
@@ -177,6 +179,7 @@ def test_larc_clips_where_lars_does_not():
     assert max_rel_diff(larc, lars) > 1e-3
 
 
+@EXAMPLES
 @given(
     seed=st.integers(0, 2**16),
     lr=st.floats(1e-4, 0.05),
@@ -218,6 +221,7 @@ def sgd_momentum_rule(w, g, t, s, lr, mom):
     return w - lr * s["m"]
 
 
+@EXAMPLES
 @given(
     seed=st.integers(0, 2**16),
     k=st.integers(1, 7),

@@ -82,7 +82,12 @@ class LRFinder(pl.Callback):
         groups = [
             {k: copy.deepcopy(v) for k, v in g.items() if k != "params"} for g in opt.param_groups
         ]
+        # Wrappers such as Lookahead keep more than `state` and `param_groups` (slow weights):
+        # their own state_dict carries it, and is loaded back after the in-place restore.
+        full = opt.state_dict()
+        extra = any(k not in ("state", "param_groups") for k in full)
         self._saved = {
+            "full": copy.deepcopy(full) if extra else None,
             "module": module,
             "weights": weights,
             "grads": grads,
@@ -118,6 +123,8 @@ class LRFinder(pl.Callback):
                     current[k] = v
         for group, values in zip(opt.param_groups, saved["groups"]):
             group.update(values)
+        if saved["full"] is not None:
+            opt.load_state_dict(saved["full"])
 
     # -- Lightning hooks ------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_accel.optim import recipes
+from lightning_accel.optim.lookahead import Lookahead
 from lightning_accel.train.lr_finder import LRFinder, lr_find
 from lightning_accel.train.suggestions import minimum, slide, steep, valley
 
@@ -68,6 +69,24 @@ def test_sweeps_exponentially_and_restores_everything_exactly(trained, tmp_path)
         pytest.approx(1e-7 * 1e8 ** (k / 12), rel=1e-12) for k in range(12)
     ]
     _assert_same(trained, snap)
+
+
+def test_restores_a_lookahead_wrapper_and_its_slow_weights(tmp_path):
+    class LookaheadModule(TinyModule):
+        def configure_optimizers(self):
+            if not hasattr(self, "kept_opt"):
+                self.kept_opt = Lookahead(recipes.Adam(self.parameters(), lr=1e-3), k=2)
+            return self.kept_opt
+
+    module = LookaheadModule(n_batches=3)
+    trainer(tmp_path, max_steps=3).fit(module)
+    opt = module.kept_opt
+    slow = [[w.clone() for w in group] for group in opt.slow_weights]
+    count, weights = opt.count, {k: v.clone() for k, v in module.state_dict().items()}
+    lr_find(module, num_it=7, stop_div=False, default_root_dir=tmp_path, **QUIET)
+    assert opt.count == count
+    assert all(torch.equal(a, b) for sa, sb in zip(slow, opt.slow_weights) for a, b in zip(sa, sb))
+    assert all(torch.equal(v, weights[k]) for k, v in module.state_dict().items())
 
 
 def test_restores_after_an_exception(trained, tmp_path):

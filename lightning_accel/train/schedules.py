@@ -187,11 +187,12 @@ class ParamScheduler(Callback):
 
     `scheds` maps a hyper-parameter name (`lr`, `mom`, `sqr_mom`, `wd`, `eps`, or any an optimizer
     callback declares) to a schedule of the training position; a schedule may return one value
-    per parameter group. `scheds` may also be a callable that receives the optimizer's
-    hyper-parameters at the start of the fit (a list of dicts, one per group) and returns that
-    mapping, for schedules relative to the optimizer's own values (`fit_one_cycle` with no
-    `lr_max`). The position is the optimizer-step count over the fit's total (see
-    `lightning_accel.train.scheduling`). What was set is in `hps` and handed to the Recorder.
+    per parameter group. `scheds` may also be a callable `(hypers, module) -> mapping`, called at
+    the start of the fit with the optimizer's hyper-parameters (a list of dicts, one per group)
+    and the LightningModule, for schedules relative to the optimizer's own values
+    (`fit_one_cycle` with no `lr_max`). The position is the optimizer-step count over the fit's
+    total (see `lightning_accel.train.scheduling`). What was set is in `hps`, handed to the
+    Recorder.
     """
 
     order = 60

@@ -76,6 +76,7 @@ class HyperScheduling:
     def start(self, opt: Any, module: Any = None) -> None:
         """Resolve the schedules against `opt` at the start of a fit; checks every name exists."""
         self._total = None
+        self._torch_scheduler_warned = False
         if opt is None:  # the optimizer is not created yet: resolve at the first batch
             self._started = False
             return

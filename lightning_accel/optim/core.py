@@ -137,6 +137,29 @@ def _signature_names(cb: Callable) -> tuple[frozenset[str], frozenset[str]]:
     return required, optional
 
 
+def _warn_unread(names: set[str], cbs: Sequence[Callable]) -> None:
+    """Warn about hyper-parameters no callback names: most often a misspelling (`mon=0.9`).
+
+    Callbacks take `**kwargs`, so a misspelt name would otherwise be silently ignored. Only
+    callbacks whose signatures can be read are judged; any other one might read anything.
+    """
+    named: set[str] = set()
+    for cb in cbs:
+        try:
+            named |= set(list(inspect.signature(cb).parameters)[1:])
+        except (TypeError, ValueError):
+            return
+    unread = sorted(names - named)
+    if unread:
+        warnings.warn(
+            f"hyper-parameter(s) {unread} are not arguments of any callback "
+            f"({', '.join(callback_name(cb) for cb in cbs)}) and will only be read by callbacks "
+            "that look into **kwargs; check the spelling",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _split_groups(params: Any) -> list[dict[str, Any]]:
     """Normalise tensors / list of lists of tensors / list of dicts into torch-style group dicts."""
     if isinstance(params, Tensor):
@@ -217,7 +240,11 @@ class AccelOptimizer(Optimizer):
         # Signatures are inspected once here; the first step checks names against the groups.
         self._needs = [_signature_names(cb) for cb in self.cbs]
         self._skip_next = False
-        super().__init__(_split_groups(params), _with_aliases(merged))
+        groups = _split_groups(params)
+        given = set(_from_aliases(defaults)).union(*(_from_aliases(g) for g in groups))
+        # lr and the momenta are always welcome: schedulers and monitors read and set them.
+        _warn_unread(given - {"params", "param_names", "lr", "mom", "sqr_mom"}, self.cbs)
+        super().__init__(groups, _with_aliases(merged))
 
     # -- groups and hyper-parameters -------------------------------------------------------
 

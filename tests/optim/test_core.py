@@ -427,3 +427,25 @@ def test_set_hyper_accepts_a_name_a_callback_requires_before_any_group_has_it():
     before = params[0].detach().clone()
     opt.step()
     assert torch.allclose(params[0].detach(), before - 0.2)
+
+
+def test_a_hyper_parameter_no_callback_names_gets_a_warning():
+    with pytest.warns(UserWarning, match=r"\['mon'\] are not arguments of any callback"):
+        AccelOptimizer(_params((2,)), SGD_MOM, lr=0.1, mon=0.9)
+    with pytest.warns(UserWarning, match=r"\['weight_decay'\]"):
+        AccelOptimizer([{"params": _params((2,)), "weight_decay": 0.1}], [sgd_step], lr=0.1)
+
+
+def test_add_param_group_later_gets_defaults_mirroring_and_checks():
+    a, b = _params((2,), (3,))
+    opt = Adam([a], lr=0.1)
+    opt.add_param_group({"params": [b], "betas": (0.8, 0.9)})
+    assert opt.hypers[1] == {**opt.hypers[0], "mom": 0.8, "sqr_mom": 0.9}
+    opt.param_groups[1]["momentum"] = 0.7
+    assert opt.param_groups[1]["betas"] == (0.7, 0.9)
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        opt.add_param_group({"params": _params((1,)), "eps": -1.0})
+    assert len(opt.param_groups) == 2
+    _give_grads([a, b])
+    opt.step()
+    assert opt.state[b]["step"] == 1

@@ -71,11 +71,13 @@ def _check_name(opt: Any, name: str) -> None:
         )
 
 
-def get_hyper(opt: Any, name: str) -> list[float]:
-    """The value of `name` in each parameter group."""
-    _check_name(opt, name)
+def get_hyper(opt: Any, name: str, check: bool = True) -> list[float]:
+    """The value of `name` in each parameter group (`check=False`: the name is known to exist)."""
+    if check:
+        _check_name(opt, name)
     if _is_accel(opt):
-        return [_as_float(h[name]) for h in opt.hypers]
+        # An AccelOptimizer keeps every hyper-parameter in its param_groups (shared contract).
+        return [_as_float(g[name]) for g in opt.param_groups]
     values = []
     for group in opt.param_groups:
         key, index = _torch_key(group, name)
@@ -102,9 +104,12 @@ def _per_group(value: Any, n_groups: int, name: str) -> list[float]:
     return [float(value)] * n_groups
 
 
-def set_hyper(opt: Any, name: str, value: Any) -> None:
-    """Set `name` to `value`: a number for every group, or a sequence with one value per group."""
-    _check_name(opt, name)
+def set_hyper(opt: Any, name: str, value: Any, check: bool = True) -> None:
+    """Set `name` to `value`: a number for every group, or a sequence with one value per group.
+
+    `check=False` skips looking the name up (the schedules check their names once per fit)."""
+    if check:
+        _check_name(opt, name)
     values = _per_group(value, len(opt.param_groups), name)
     if _is_accel(opt):
         opt.set_hyper(name, values)

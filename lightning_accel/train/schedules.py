@@ -47,7 +47,7 @@ def _as_value(x: Any, arg: str) -> Value:
 
 
 def _out(v: Value) -> Value:
-    return float(v) if np.ndim(v) == 0 else v
+    return v if isinstance(v, np.ndarray) and v.ndim else float(v)
 
 
 class Schedule:

@@ -108,12 +108,12 @@ class HyperScheduling:
             self._warn_torch_scheduler(trainer)
         pct = schedule_position(trainer, self._total)
         for name, sched in self.scheds.items():
-            set_hyper(opt, name, sched(pct))
+            set_hyper(opt, name, sched(pct), check=False)
 
     def record(self, opt: Any) -> None:
         """Append the value each scheduled name has now (in the last group, as the reference)."""
         for name in self.scheds:
-            self.hps[name].append(get_hyper(opt, name)[-1])
+            self.hps[name].append(get_hyper(opt, name, check=False)[-1])
 
     def finish(self) -> None:
         """The fit is over: a checkpoint loaded from now on belongs to the next fit."""

@@ -263,11 +263,12 @@ class AccelOptimizer(Optimizer):
         # torch's load_state_dict rebuilds the groups as plain dicts: restore the mirroring.
         super().__setstate__(state)
         self.param_groups = [HyperGroup(g) for g in self.param_groups]
+        if "_executor" not in self.__dict__:  # unpickled: executors (compiled ones) are rebuilt
+            self._executor = resolve_executor(self.impl, self.cbs)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state.update(cbs=self.cbs, impl=self.impl, _executor=self._executor, _needs=self._needs)
-        state.update(_skip_next=self._skip_next)
+        state.update(cbs=self.cbs, impl=self.impl, _needs=self._needs, _skip_next=self._skip_next)
         return state
 
     @property

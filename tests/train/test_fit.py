@@ -226,3 +226,37 @@ def test_param_scheduler_schedules_any_hyper_parameter_per_group(tmp_path):
             (pytest.approx(sqr_mom, rel=1e-12), 1e-4),
         ]
     assert module.bridge.learn.recorder.hps["eps"] == [1e-4] * 4  # the last group, per batch
+
+
+class TinyData(pl.LightningDataModule):
+    def __init__(self, n_batches=5):
+        super().__init__()
+        self.n_batches = n_batches
+
+    def train_dataloader(self):
+        return loader(self.n_batches)
+
+    def val_dataloader(self):
+        return loader(2, seed=1)
+
+
+def test_datamodule_path_for_fit_and_lr_find(tmp_path):
+    module = accel_module()
+    probe = StepProbe()
+    trainer = fit_one_cycle(
+        module,
+        2,
+        0.01,
+        datamodule=TinyData(),
+        callbacks=[probe],
+        default_root_dir=tmp_path,
+        **QUIET,
+    )
+    assert trainer.current_epoch == 2
+    _assert_steps(probe.lrs, [one_cycle(k / 10, 0.01)[0] for k in range(10)])
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    result = lr_find(
+        module, datamodule=TinyData(20), num_it=25, show_plot=False, default_root_dir=tmp_path
+    )
+    assert math.isfinite(result.valley)
+    assert all(torch.equal(v, before[k]) for k, v in module.state_dict().items())

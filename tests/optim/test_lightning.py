@@ -118,6 +118,19 @@ def test_grad_scaler_skips_steps_with_inf_gradients_and_takes_finite_ones():
     assert not torch.equal(model.weight, before[0])
 
 
+def test_skip_next_step_holds_when_grad_scaler_calls_step():
+    model = nn.Linear(4, 1)
+    opt = Adam(model.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale(model(torch.randn(8, 4)).pow(2).mean()).backward()
+    opt.skip_next_step()  # e.g. a callback raised CancelStepException
+    scaler.step(opt)
+    scaler.update()
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    assert not opt.state
+
+
 def _logged(tmp_path, opt_func, name):
     model = Regression(opt_func, one_cycle_steps=8)
     logger = CSVLogger(tmp_path, name=name)

@@ -365,21 +365,26 @@ class AccelOptimizer(Optimizer):
         if self._skip_next:
             self._skip_next = False
             return loss
-        with torch.no_grad():
-            for group in self.param_groups:
-                params = [p for p in group["params"] if p.grad is not None]
-                if not params:
-                    continue
-                if any(p.grad.is_sparse for p in params):
-                    raise RuntimeError(
-                        "AccelOptimizer does not support sparse gradients; use a dense "
-                        "embedding (sparse=False) or torch.optim.SparseAdam for those parameters"
-                    )
-                states = [self.state[p] for p in params]
-                hypers = _hypers_of(group)
-                if not getattr(group, "checked", False):
+        # Gather and check every group before touching any, so an error leaves nothing half-done.
+        work = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if any(p.grad.is_sparse for p in params):
+                raise RuntimeError(
+                    "AccelOptimizer does not support sparse gradients; use a dense "
+                    "embedding (sparse=False) or torch.optim.SparseAdam for those parameters"
+                )
+            states = [self.state[p] for p in params]
+            hypers = _hypers_of(group)
+            if not getattr(group, "checked", False):
+                with torch.no_grad():
                     self._check_names(params[0], states[0], hypers)
-                    group.checked = True
+                group.checked = True
+            work.append((params, states, hypers))
+        with torch.no_grad():
+            for params, states, hypers in work:
                 self._executor(self.cbs, params, states, hypers)
         return loss
 

@@ -449,3 +449,14 @@ def test_add_param_group_later_gets_defaults_mirroring_and_checks():
     _give_grads([a, b])
     opt.step()
     assert opt.state[b]["step"] == 1
+
+
+def test_a_failing_group_leaves_the_groups_before_it_untouched():
+    a, b = _params((3,), (3,))
+    groups = [{"params": [a], "gamma": 1.0}, {"params": [b]}]  # only the first defines gamma
+    opt = AccelOptimizer(groups, [weight_decay, needs_gamma], lr=0.1, wd=0.1)
+    _give_grads([a, b])
+    before = [a.detach().clone(), b.detach().clone()]
+    with pytest.raises(ValueError, match="'needs_gamma' needs 'gamma'"):
+        opt.step()
+    assert torch.equal(a, before[0]) and torch.equal(b, before[1])

@@ -3,10 +3,12 @@
 import json
 import pickle
 
+import lightning.pytorch as pl
 import pytest
 
 from lightning_accel.train.callbacks import OneCycleSchedule
 from lightning_accel.train.fit import fit_one_cycle
+from lightning_accel.train.lr_finder import LRFinder
 from lightning_accel.train.schedules import ParamScheduler, SchedCos
 
 from ._tiny import StepProbe, TinyModule, loader, one_cycle
@@ -54,3 +56,36 @@ def test_fit_one_cycle_under_ddp(tmp_path):
     expected = [one_cycle(k / 8, 0.01) for k in range(8)]
     assert [lr for (lr,) in seen[0]["lrs"]] == [pytest.approx(lr, rel=1e-12) for lr, _ in expected]
     assert [m for (m,) in seen[0]["moms"]] == [pytest.approx(m, rel=1e-12) for _, m in expected]
+
+
+class DumpFinder(pl.Callback):
+    """Writes each rank's lr_find curve (the workers' memory is not shared)."""
+
+    def __init__(self, finder, out_dir):
+        self.finder, self.out_dir = finder, out_dir
+
+    def on_fit_end(self, trainer, pl_module):
+        path = self.out_dir / f"finder{trainer.global_rank}.json"
+        path.write_text(json.dumps({"lrs": self.finder.lrs, "losses": self.finder.losses}))
+
+
+def test_lr_finder_ranks_agree_under_ddp(tmp_path):
+    # Each rank sees different batches; the loss is averaged over ranks, so the curves, and the
+    # divergence stop, are the same on both.
+    finder = LRFinder(1e-4, 100.0, num_it=40)
+    trainer = pl.Trainer(
+        strategy="ddp_fork",
+        accelerator="cpu",
+        devices=2,
+        max_steps=40,
+        callbacks=[finder, DumpFinder(finder, tmp_path)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(TinyModule(n_batches=80))
+    seen = [json.loads((tmp_path / f"finder{r}.json").read_text()) for r in (0, 1)]
+    assert seen[0] == seen[1]
+    assert 5 < len(seen[0]["losses"]) < 40  # stopped on divergence, together

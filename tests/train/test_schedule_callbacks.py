@@ -139,3 +139,22 @@ def test_bad_scheds_argument():
         HyperScheduleCallback([SchedNo(1)])
     with pytest.raises(TypeError, match="schedule for 'lr' must be a callable"):
         HyperScheduleCallback({"lr": 0.1})
+
+
+def test_two_optimizers_are_refused(tmp_path):
+    class TwoOptimizers(TinyModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+
+        def training_step(self, batch, batch_idx):
+            return None
+
+        def configure_optimizers(self):
+            return [
+                torch.optim.SGD(self.body.parameters(), lr=0.1),
+                torch.optim.SGD(self.head.parameters(), lr=0.1),
+            ]
+
+    with pytest.raises(ValueError, match="exactly one optimizer, but the module configures 2"):
+        trainer(tmp_path, max_epochs=1, callbacks=[OneCycleSchedule(0.01)]).fit(TwoOptimizers())

@@ -1,6 +1,7 @@
 """AccelOptimizer in real Lightning Trainers: closures, monitors, checkpoints, precision, DDP."""
 
 import csv
+import math
 from functools import partial
 
 import lightning.pytorch as pl
@@ -9,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
@@ -84,6 +86,25 @@ def test_trains_exactly_like_torch_adamw_under_lightning(tmp_path, precision):
     theirs = _fit(tmp_path, TORCH, precision=precision)
     assert _same_weights(ours, theirs)
     assert not _same_weights(ours, Regression(OURS))  # it did train
+
+
+def test_16_mixed_with_a_grad_scaler_on_cpu_skips_overflowing_steps_like_torch(tmp_path):
+    # Lightning maps precision="16-mixed" to bf16 on CPU; a float16 plugin with a GradScaler runs
+    # the real fp16 path. A high initial scale overflows the first steps, which must be skipped.
+    def fit(opt_func):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+        plugin = MixedPrecision("16-mixed", "cpu", scaler)
+        model = Regression(opt_func)
+        trainer = _trainer(tmp_path, plugins=[plugin])
+        trainer.fit(model, _data())
+        return model, trainer.optimizers[0], scaler.get_scale()
+
+    ours, opt, scale = fit(OURS)
+    theirs, _, torch_scale = fit(TORCH)
+    skipped = round(math.log2(2.0**16 / scale))  # each skipped step halves the scale
+    assert 0 < skipped < N_SAMPLES // BATCH and scale == torch_scale
+    assert {s["step"] for s in opt.state.values()} == {N_SAMPLES // BATCH - skipped}
+    assert _same_weights(ours, theirs)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="16-mixed needs a CUDA GPU")

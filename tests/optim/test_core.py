@@ -460,3 +460,25 @@ def test_a_failing_group_leaves_the_groups_before_it_untouched():
     with pytest.raises(ValueError, match="'needs_gamma' needs 'gamma'"):
         opt.step()
     assert torch.equal(a, before[0]) and torch.equal(b, before[1])
+
+
+_WRITES = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["mom", "sqr_mom", "momentum"]), st.floats(0, 0.999)),
+        st.tuples(st.just("betas"), st.tuples(st.floats(0, 0.999), st.floats(0, 0.999))),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(writes=_WRITES)
+def test_any_sequence_of_writes_keeps_both_vocabularies_in_step(writes):
+    group = Adam(_params((1,)), lr=0.1).param_groups[0]
+    for key, value in writes:
+        group[key] = value
+    assert group["mom"] == group["momentum"] == group["betas"][0]
+    assert group["sqr_mom"] == group["betas"][1]
+    if writes:  # the last write wins
+        key, value = writes[-1]
+        assert group[key] == value

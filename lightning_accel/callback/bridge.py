@@ -517,9 +517,13 @@ class CallbackBridge(pl.Callback):
             self._train_open = False
             self._emit("after_train")
         # A fresh validation run: forget a previous run's CancelValid (val_check_interval < 1).
-        self._closed &= ~_VALID
-        self._pending &= ~_VALID
-        self._stop_eval = bool(self._closed & (_EPOCH | _FIT))
+        if not self._closed & (_EPOCH | _FIT):
+            self._closed &= ~_VALID
+            self._pending &= ~_VALID
+        self._stop_eval = False
+        if not self._distributed():
+            # Under DDP the ranks first agree, at the end of the first validation batch.
+            self._steer_lightning()
         if not self._epoch_open:
             return
         learn.training = False  # TrainEvalCallback sets it too; the phase gate needs it now

@@ -9,6 +9,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch import nn
+from torchmetrics.aggregation import MeanMetric
 
 from ..optim.recipes import Adam
 from .bridge import CallbackBridge, split_batch
@@ -84,6 +85,7 @@ class AccelModule(pl.LightningModule):
         self.train_bn = train_bn
         self.moms = tuple(moms)
         self.metrics = nn.ModuleDict(_named_metrics(metrics))
+        self._valid_loss = MeanMetric(nan_strategy="ignore")
         self.opt: torch.optim.Optimizer | None = None
         self.bridge = CallbackBridge()
         learn = self.bridge.learn
@@ -172,12 +174,22 @@ class AccelModule(pl.LightningModule):
             if not bridge.batch_alive:
                 return None
             xb, yb, pred, loss = learn.xb, learn.yb, learn.pred, learn.loss
-        bs = _batch_size(xb)
-        self.log("valid_loss", loss.detach(), batch_size=bs, sync_dist=True)
-        for name, metric in self.metrics.items():
+        self._valid_loss.update(loss.detach().float(), weight=_batch_size(xb))
+        for metric in self.metrics.values():
             metric.update(pred, *yb)
-            self.log(name, metric, batch_size=bs)
         return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._valid_loss.reset()
+        for metric in self.metrics.values():
+            metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        # Logged here rather than per batch: every rank gets here, also a rank whose validation a
+        # Cancel cut short, so the cross-rank reduction inside `compute()` always pairs up.
+        self.log("valid_loss", self._valid_loss.compute())
+        for name, metric in self.metrics.items():
+            self.log(name, metric.compute())
 
     def _skipped_loss(self) -> torch.Tensor | None:
         # Returning None makes Lightning skip backward and step, but Lightning forbids it under

@@ -75,6 +75,7 @@ class Recorder(Callback):
         self._train_sum = self._train_n = 0.0
         self._valid_sum = self._valid_n = 0.0
         self._validated = False
+        self._metrics_row = None
 
     def before_validate(self) -> None:
         self._validated = True
@@ -117,18 +118,22 @@ class Recorder(Callback):
                     step=self.learn.train_iter,
                 )
 
+    def after_cancel_validate(self) -> None:
+        self._validated = False
+
+    def after_validate(self) -> None:
+        # Read what the module logged at the end of validation: computing the metrics here would
+        # be a cross-rank collective that a rank which cancelled its epoch would never join.
+        if not self._validated:
+            return
+        logged = self.learn.trainer.callback_metrics if self.learn.trainer is not None else {}
+        self._metrics_row = [float(logged.get(n, math.nan)) for n in self.metric_names]
+
     def _metric_values(self) -> list[float]:
-        metrics = self.learn.metrics
-        if not self._validated or metrics is None:
+        row = getattr(self, "_metrics_row", None)
+        if not self._validated or row is None:
             return [math.nan] * len(self.metric_names)
-        values = []
-        for name in self.metric_names:
-            metric = metrics[name]
-            try:
-                values.append(float(metric.compute()))
-            except (RuntimeError, ValueError):  # no update this epoch
-                values.append(math.nan)
-        return values
+        return row
 
     # ------------------------------------------------------------------ table and plots
     @property

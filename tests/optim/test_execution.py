@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lightning_accel.optim import callbacks as cbs_mod
-from lightning_accel.optim import recipes
+from lightning_accel.optim import execution, recipes
 from lightning_accel.optim.core import AccelOptimizer
 from lightning_accel.optim.execution import (
     foreach_form,
@@ -99,19 +99,30 @@ def assert_same_run(got, ref, rtol: float = 1e-6) -> None:
 
 @pytest.mark.parametrize("impl", ["foreach", "auto"])
 @pytest.mark.parametrize("name", list(RECIPES))
-def test_every_recipe_matches_per_param(name, impl):
+def test_every_recipe_matches_per_param(name, impl, monkeypatch):
+    monkeypatch.setattr(execution, "CPU_BUCKET_NUMEL", 16)  # several buckets per group
     make = RECIPES[name]
     ref = trajectory(make, "per_param")
     got = trajectory(make, impl)
     assert_same_run(got, ref, rtol=LOOSE.get(name, 1e-6))
 
 
+@pytest.mark.parametrize("bucket_numel", [1 << 18, 8])
 @pytest.mark.parametrize("name", ["SGD", "Adam", "RAdam", "QHAdam", "Larc"])
-def test_foreach_is_bit_exact_with_per_param(name):
-    """Where the forms use the same kernels in the same order, the numbers are identical."""
+def test_foreach_is_bit_exact_with_per_param(name, bucket_numel, monkeypatch):
+    """Where the forms use the same kernels in the same order, the numbers are identical, whether
+    the group runs as one bucket or (CPU cache blocking) as several."""
+    monkeypatch.setattr(execution, "CPU_BUCKET_NUMEL", bucket_numel)
     (gp, _), (rp, _) = trajectory(RECIPES[name], "foreach"), trajectory(RECIPES[name], "per_param")
     for a, b in zip(gp, rp):
         assert torch.equal(a, b)
+
+
+def test_buckets_cover_the_group_in_order_within_the_size_limit(monkeypatch):
+    monkeypatch.setattr(execution, "CPU_BUCKET_NUMEL", 10)
+    params = [torch.zeros(n) for n in (4, 5, 3, 20, 1, 1)]
+    spans = [(b.start, b.stop) for b in execution.buckets(params)]
+    assert spans == [(0, 2), (2, 3), (3, 4), (4, 6)]  # a tensor over the limit goes alone
 
 
 def test_radam_runs_both_branches_in_the_trajectory():

@@ -80,10 +80,18 @@ def _same_weights(a, b):
     return all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
 
 
-@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
-def test_trains_exactly_like_torch_adamw_under_lightning(tmp_path, precision):
-    ours = _fit(tmp_path, OURS, precision=precision)
-    theirs = _fit(tmp_path, TORCH, precision=precision)
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(precision="32-true"),
+        dict(precision="bf16-mixed"),
+        dict(gradient_clip_val=0.05, accumulate_grad_batches=2),
+    ],
+    ids=["32-true", "bf16-mixed", "clip-accumulate"],
+)
+def test_trains_exactly_like_torch_adamw_under_lightning(tmp_path, settings):
+    ours = _fit(tmp_path, OURS, **settings)
+    theirs = _fit(tmp_path, TORCH, **settings)
     assert _same_weights(ours, theirs)
     assert not _same_weights(ours, Regression(OURS))  # it did train
 

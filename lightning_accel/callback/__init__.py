@@ -13,9 +13,13 @@ from .events import (
     CancelValidException,
     event,
 )
+from .gradient_clip import GradientClip
 from .learner import Learner
+from .mixup import MixUp
 from .module import AccelModule
 from .recorder import Recorder
+from .rnn import ModelResetter, RNNRegularizer
+from .terminate import TerminateOnNaNCallback
 from .train_eval import TrainEvalCallback
 
 __all__: list[str] = [
@@ -35,4 +39,9 @@ __all__: list[str] = [
     "AccelModule",
     "Recorder",
     "TrainEvalCallback",
+    "TerminateOnNaNCallback",
+    "ModelResetter",
+    "RNNRegularizer",
+    "GradientClip",
+    "MixUp",
 ]

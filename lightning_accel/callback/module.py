@@ -136,7 +136,8 @@ class AccelModule(pl.LightningModule):
         bridge._emit("after_pred")
         if not bridge.batch_alive:
             return self._skipped_loss()
-        learn.loss = self.loss_func(learn.pred, *learn.yb)
+        # learn.loss_func, not self.loss_func: a callback may swap it (MixUp does).
+        learn.loss = learn.loss_func(learn.pred, *learn.yb)
         bridge._emit("after_loss")
         if not bridge.batch_alive:
             return self._skipped_loss()
@@ -169,7 +170,7 @@ class AccelModule(pl.LightningModule):
             bridge._emit("after_pred")
             if not bridge.batch_alive:
                 return None
-            learn.loss = self.loss_func(learn.pred, *learn.yb)
+            learn.loss = learn.loss_func(learn.pred, *learn.yb)
             bridge._emit("after_loss")
             if not bridge.batch_alive:
                 return None

@@ -1,0 +1,243 @@
+"""The event sequence, the learner attributes in every event, and what callbacks can change."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+
+from lightning_accel.callback import (
+    AccelModule,
+    Callback,
+    CallbackBridge,
+    CancelFitException,
+    CancelStepException,
+)
+from lightning_accel.optim.recipes import SGD
+
+from .helpers import EventLog, Reference, loaders, make_trainer
+
+LR = 0.1
+TRAIN_EVENTS = {"before_train", "after_train", "after_cancel_train"}
+BATCH_EVENTS = {
+    "before_batch", "after_pred", "after_loss", "before_backward", "after_backward",
+    "before_step", "after_step", "after_batch",
+}  # fmt: skip
+
+
+def fit(tmp_path, cbs, n_epoch, n_train, n_valid, module=None, **trainer_kwargs):
+    train_dl, valid_dl = loaders(n_train, max(n_valid, 1))
+    module = module or AccelModule(nn.Linear(3, 1), nn.functional.mse_loss, SGD, lr=LR, cbs=cbs)
+    trainer = make_trainer(tmp_path, max_epochs=n_epoch, **trainer_kwargs)
+    trainer.fit(module, train_dl, valid_dl if n_valid else None)
+    return module, trainer
+
+
+@pytest.mark.parametrize(("n_epoch", "n_train", "n_valid"), [(1, 1, 1), (2, 3, 2), (3, 2, 3)])
+def test_sequence_is_the_chapters_and_sanity_check_emits_nothing(
+    tmp_path, n_epoch, n_train, n_valid
+):
+    log = EventLog()
+    fit(tmp_path, [log], n_epoch, n_train, n_valid, num_sanity_val_steps=2)
+    assert log.seq == Reference(n_epoch, n_train, n_valid).run().seq
+
+
+def test_no_validation_loader_and_limit_val_batches_zero(tmp_path):
+    expected = Reference(2, 2, None).run().seq
+    log = EventLog()
+    fit(tmp_path / "a", [log], 2, 2, 0)
+    assert log.seq == expected
+    log = EventLog()
+    fit(tmp_path / "b", [log], 2, 2, 2, limit_val_batches=0)
+    assert log.seq == expected
+
+
+def test_limit_train_batches_sets_n_iter(tmp_path):
+    log = EventLog()
+    fit(tmp_path, [log], 1, 4, 1, limit_train_batches=2)
+    assert log.seq == Reference(1, 2, 1).run().seq
+    assert {s["n_iter"] for s in log.snapshots if s["event"] == "after_step"} == {2}
+
+
+def test_attributes_in_every_event(tmp_path):
+    n_epoch, n_train, n_valid = 2, 3, 2
+
+    class Check(EventLog):
+        def _record(self, name):
+            learn = self.learn
+            # Always there, from before_fit on.
+            assert learn.model is self.learn.pl_module.model
+            assert learn.opt is learn.trainer.optimizers[0] and learn.loss_func is not None
+            assert learn.dls.train is learn.trainer.train_dataloader or name == "before_fit"
+            assert learn.train_eval in learn.cbs and learn.recorder in learn.cbs
+            assert learn.n_epoch == n_epoch
+            if name in BATCH_EVENTS:
+                assert isinstance(learn.xb, tuple) and isinstance(learn.yb, tuple)
+                assert learn.x is learn.xb[0] and learn.y is learn.yb[0]
+                assert (learn.pred is None) == (name == "before_batch")
+                assert (learn.loss is None) == (name in ("before_batch", "after_pred"))
+            super()._record(name)
+
+    log = Check()
+    module, trainer = fit(tmp_path, [log], n_epoch, n_train, n_valid)
+    train_dl, valid_dl = trainer.train_dataloader, trainer.val_dataloaders
+    phase = None
+    n_train_batches = 0
+    for snap in log.snapshots:
+        name = snap["event"]
+        if name in ("before_train", "before_validate"):
+            phase = name
+        if name in BATCH_EVENTS:
+            training = phase == "before_train"
+            assert snap["training"] is training
+            assert snap["dl"] is (train_dl if training else valid_dl)
+            assert snap["n_iter"] == (n_train if training else n_valid)
+            assert 0 <= snap["iter"] < snap["n_iter"]
+        if name == "after_batch" and phase == "before_train":
+            n_train_batches += 1
+            # The log runs before TrainEvalCallback: the counters do not include this batch yet.
+            assert snap["train_iter"] == n_train_batches - 1
+            assert snap["pct_train"] == pytest.approx((n_train_batches - 1) / (n_epoch * n_train))
+        if name == "before_train":
+            assert snap["pct_train"] == pytest.approx(snap["epoch"] / n_epoch)
+    epochs = [s["epoch"] for s in log.snapshots if s["event"] == "before_epoch"]
+    assert epochs == list(range(n_epoch))
+    assert log.snapshots[-1]["pct_train"] == pytest.approx(1.0)
+    assert module.bridge.learn.train_iter == n_epoch * n_train
+    assert not math.isnan(float(module.bridge.learn.smooth_loss))
+
+
+def _hand_sgd(model, n_train, n_epoch, scale_grad=1.0, input_fn=lambda x: x):
+    model = copy.deepcopy(model)
+    batches = list(loaders(n_train, 1)[0])
+    for _ in range(n_epoch):
+        for x, y in batches:
+            model.zero_grad()
+            nn.functional.mse_loss(model(input_fn(x)), y).backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= LR * scale_grad * p.grad
+    return model
+
+
+@pytest.mark.parametrize("what", ["xb", "pred", "loss", "grads"])
+def test_callbacks_change_what_the_loop_uses(tmp_path, what):
+    class Change(Callback):
+        def before_batch(self):
+            if what == "xb" and self.training:
+                self.learn.xb = (self.x * 2,)
+
+        def after_pred(self):
+            if what == "pred" and self.training:
+                # Equivalent to doubling the input of a bias-free model: checked by hand below.
+                self.learn.pred = self.pred * 1.0 + 0.0 * self.pred
+
+        def after_loss(self):
+            if what == "loss" and self.training:
+                self.learn.loss = self.loss * 3  # back-propagated: gradients triple
+
+        def after_backward(self):
+            if what == "grads":
+                for p in self.model.parameters():
+                    p.grad.mul_(0.5)
+
+    torch.manual_seed(0)
+    start = nn.Linear(3, 1)
+    model = copy.deepcopy(start)
+    module = AccelModule(model, nn.functional.mse_loss, SGD, lr=LR, cbs=[Change()])
+    fit(tmp_path, None, 2, 3, 1, module=module)
+    scale = {"loss": 3.0, "grads": 0.5}.get(what, 1.0)
+    input_fn = (lambda x: x * 2) if what == "xb" else (lambda x: x)
+    want = _hand_sgd(start, 3, 2, scale, input_fn)
+    for got, exp in zip(module.model.parameters(), want.parameters()):
+        torch.testing.assert_close(got, exp)
+
+
+class PlainModule(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.model = nn.Linear(3, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.mse_loss(self.model(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.mse_loss(self.model(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=LR)
+
+
+def test_plain_lightning_module_gets_every_event_but_after_pred_and_after_loss(tmp_path):
+    log = EventLog()
+    module = PlainModule()
+    train_dl, valid_dl = loaders(3, 2)
+    make_trainer(tmp_path, callbacks=[CallbackBridge(log)]).fit(module, train_dl, valid_dl)
+    expected = [e for e in Reference(2, 3, 2).run().seq if e not in ("after_pred", "after_loss")]
+    assert log.seq == expected
+
+
+def test_plain_lightning_module_cancel_step_skips_the_update(tmp_path):
+    class SkipAll(Callback):
+        def before_step(self):
+            raise CancelStepException
+
+    module = PlainModule()
+    before = copy.deepcopy(module.model.state_dict())
+    bridge = CallbackBridge(SkipAll())
+    make_trainer(tmp_path, callbacks=[bridge]).fit(module, *loaders(3, 2))
+    for k, v in module.model.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    losses = bridge.learn.recorder.losses
+    assert len(losses) == 6 and all(math.isfinite(v) for v in losses)
+
+
+def test_cancel_fit_ends_fit_normally_with_loggers_and_checkpoints_finalized(tmp_path):
+    class StopAt(Callback):
+        def after_batch(self):
+            if self.training and self.train_iter == 4:
+                raise CancelFitException
+
+    log = EventLog()
+    module = AccelModule(nn.Linear(3, 1), nn.functional.mse_loss, SGD, lr=LR, cbs=[StopAt(), log])
+    logger = CSVLogger(tmp_path, name="csv")
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer = make_trainer(
+        tmp_path, max_epochs=5, logger=logger, callbacks=[ckpt], enable_checkpointing=True
+    )
+    trainer.fit(module, *loaders(3, 2))
+    assert trainer.state.status == "finished"
+    assert log.seq[-2:] == ["after_cancel_fit", "after_fit"]
+    assert trainer.current_epoch == 2  # stopped in the second epoch
+    assert (tmp_path / "ckpt" / "last.ckpt").exists()
+    assert (tmp_path / "csv" / "version_0" / "metrics.csv").exists()
+
+
+def test_an_error_in_a_callback_leaves_the_trainer_reusable(tmp_path):
+    class Fails(Callback):
+        def __init__(self):
+            self.armed = True
+
+        def after_loss(self):
+            if self.armed and self.train_iter == 2:
+                raise ValueError("boom")
+
+    bad = Fails()
+    log = EventLog()
+    module = AccelModule(nn.Linear(3, 1), nn.functional.mse_loss, SGD, lr=LR, cbs=[bad, log])
+    trainer = make_trainer(tmp_path, max_epochs=2)
+    with pytest.raises(ValueError, match="`Fails`.*`after_loss`.*boom"):
+        trainer.fit(module, *loaders(3, 2))
+    bad.armed = False
+    log.seq.clear()
+    trainer.fit(module, *loaders(3, 2))
+    assert log.seq[0] == "before_fit" and log.seq[-1] == "after_fit"
+    assert log.seq.count("after_epoch") == 2

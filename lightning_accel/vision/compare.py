@@ -296,7 +296,9 @@ class EpochTable(Callback):
         totals = self._val
         trainer = self.learn.trainer
         if trainer is not None and trainer.world_size > 1:
-            totals = trainer.strategy.reduce(totals.to(trainer.strategy.root_device), "sum").cpu()
+            totals = trainer.strategy.reduce(
+                totals.to(trainer.strategy.root_device), reduce_op="sum"
+            ).cpu()
         loss_sum, correct, n = totals.tolist()
         valid_loss = loss_sum / n if n else math.nan
         accuracy = correct / n if n else math.nan

@@ -234,3 +234,26 @@ def test_the_module_entry_point_reports_bad_arguments_with_status_2():
         "lightning-accel compare: error: --recipes: unknown nadam; choose from "
         "adam, sgd, sgd_cb, momentum, rmsprop"
     ]
+
+
+def test_it_runs_under_ddp_with_one_report(tmp_path):
+    # Lightning relaunches the command itself for rank 1: a real 2-process gloo run.
+    logdir = tmp_path / "runs"
+    argv = ["compare", "--devices", "2", "--accelerator", "cpu", "--recipes", "momentum"]
+    argv += ["--epochs", "1", "--batch-size", "8", "--size", "16", "--no-lr-find"]
+    argv += ["--logdir", str(logdir), *QUICK]
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_accel", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    header = ["epoch", "train_loss", "valid_loss", "accuracy", "time"]
+    assert [line.split() for line in result.stdout.splitlines()].count(header) == 1
+    assert "GLOBAL_RANK: 1" in result.stdout + result.stderr
+    with open(logdir / "summary.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert 0 <= float(row["accuracy"]) <= 1
+    assert scalars(logdir / "momentum")["chapter/accuracy"] == [float(row["accuracy"])]

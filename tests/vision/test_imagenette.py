@@ -170,3 +170,12 @@ def test_a_trainer_sees_augmented_training_and_resized_validation_batches(tmp_pa
         "train": {((4, 3, 32, 32), torch.float32)},
         "val": {((4, 3, 32, 32), torch.float32)},
     }
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_augmentation_runs_on_the_device_the_batch_is_on(image_folder):
+    dm = module(image_folder)
+    dm.setup()
+    raw, _ = next(iter(dm.train_dataloader()))
+    out = dm.transform_batch(raw.cuda(), training=True)
+    assert out.is_cuda and out.shape == (4, 3, 32, 32) and out.dtype == torch.float32

@@ -159,7 +159,12 @@ class AccelModule(pl.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         bridge, learn = self.bridge, self.bridge.learn
-        if not bridge.is_live:  # sanity check, or trainer.validate: no events
+        if self.trainer.sanity_checking:
+            # The sanity check emits no events, and the loss may need them (a callback may reshape
+            # the prediction in after_pred, as RNNRegularizer does): check the forward pass only.
+            self.model(*split_batch(batch)[0])
+            return None
+        if not bridge.is_live:  # trainer.validate outside a fit: no events
             xb, yb = split_batch(batch)
             pred = self.model(*xb)
             loss = self.loss_func(pred, *yb)
@@ -186,6 +191,8 @@ class AccelModule(pl.LightningModule):
             metric.reset()
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
         # Logged here rather than per batch: every rank gets here, also a rank whose validation a
         # Cancel cut short, so the cross-rank reduction inside `compute()` always pairs up.
         self.log("valid_loss", self._valid_loss.compute())

@@ -25,9 +25,7 @@ from .helpers import CANCELS, Reference
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def ddp_results(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
+def _launch(out: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
     cmd += ["-m", "tests.callback.ddp_scenarios", str(out)]
@@ -76,23 +74,30 @@ def _expected_params(reference: Reference | None, raising: int, accumulate: int)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(SCENARIOS))
-def test_ddp_cancel(ddp_results, name):
+def test_ddp_cancels(tmp_path):
+    # One test for every scenario: a module-scoped fixture would launch once per xdist worker.
+    results = _launch(tmp_path)
+    for name in SCENARIOS:
+        _check(name, results[name])
+
+
+def _check(name: str, ranks: list[dict]) -> None:
     raising, kind, when, at, accumulate = SCENARIOS[name]
-    ranks = ddp_results[name]
-    assert ranks[0]["params"] == ranks[1]["params"], "ranks ended in different states"
+    assert ranks[0]["params"] == ranks[1]["params"], f"{name}: ranks ended in different states"
 
     reference = None
     if kind is not None:
         reference = Reference(N_EPOCH, N_TRAIN, N_VALID, accumulate, CANCELS[kind], when, at).run()
-        assert ranks[raising]["seq"] == reference.seq
+        assert ranks[raising]["seq"] == reference.seq, name
         follower = ranks[1 - raising]["seq"]
-        assert not [e for e in follower if e.startswith("after_cancel")]
-        assert follower[0] == "before_fit" and follower[-1] == "after_fit"
+        assert not [e for e in follower if e.startswith("after_cancel")], name
+        assert follower[0] == "before_fit" and follower[-1] == "after_fit", name
     else:
         plain = Reference(N_EPOCH, N_TRAIN, N_VALID).run().seq
         assert ranks[0]["seq"] == ranks[1]["seq"] == plain
 
     want = _expected_params(reference, raising, accumulate)
     for got, exp in zip(ranks[0]["params"], want):
-        torch.testing.assert_close(torch.tensor(got), torch.tensor(exp), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            torch.tensor(got), torch.tensor(exp), atol=1e-5, rtol=1e-5, msg=lambda m: f"{name}: {m}"
+        )

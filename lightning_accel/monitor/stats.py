@@ -47,6 +47,18 @@ class StepSnapshot:
     lrs: list[float]  # the lr of each parameter's group for this step
     grad_sq_norms: Tensor  # squared L2 norm of each parameter's gradient
     weights: list[Tensor] | None  # copies of the parameters before the step
+    weight_sq_norms: Tensor | None = None  # squared L2 norm of each parameter before the step
+    undone: bool = False  # `weights` now hold w_before - w_after (see `undo_updates`)
+
+    def undo_updates(self) -> list[Tensor]:
+        """``w_before - w_after`` per parameter, computed in place of the copies (no new memory).
+
+        The negated update: its norms are the update's norms; histograms flip the sign back.
+        """
+        if not self.undone:
+            torch._foreach_sub_(self.weights, [p.detach() for p in self.params])
+            self.undone = True
+        return self.weights
 
 
 def take_snapshot(
@@ -63,6 +75,7 @@ def take_snapshot(
     device = params[0].device if params else torch.device("cpu")
     grad_sq = torch.stack(torch._foreach_norm(grads)).float() ** 2 if grads else torch.zeros(0)
     weights = [p.detach().clone() for p in params] if copy_weights else None
+    weight_sq = _norms(weights) ** 2 if weights else None
     return StepSnapshot(
         step=step,
         params=params,
@@ -71,6 +84,7 @@ def take_snapshot(
         lrs=list(lrs),
         grad_sq_norms=grad_sq,
         weights=weights,
+        weight_sq_norms=weight_sq,
     )
 
 
@@ -121,9 +135,8 @@ def layer_stats(snapshot: StepSnapshot, states: Sequence[dict]) -> dict[str, dic
     present["grad_norm"] = has_params
 
     if snapshot.weights is not None:
-        deltas = torch._foreach_sub([p.detach() for p in snapshot.params], snapshot.weights)
-        delta_sq = _per_layer(_norms(deltas) ** 2, ids, n)
-        weight_sq = _per_layer(_norms(snapshot.weights) ** 2, ids, n)
+        delta_sq = _per_layer(_norms(snapshot.undo_updates()) ** 2, ids, n)
+        weight_sq = _per_layer(snapshot.weight_sq_norms, ids, n)
         found["update_ratio"] = (delta_sq / weight_sq).sqrt()
         present["update_ratio"] = weight_sq > 0
         found["step_size"] = (delta_sq / grad_sq).sqrt()
@@ -152,7 +165,8 @@ def layer_stats(snapshot: StepSnapshot, states: Sequence[dict]) -> dict[str, dic
         present["grad_avg_norm"] = _per_layer(torch.ones(len(sel), device=ids.device), sel, n) > 0
     if sqrs:
         sel = ids[torch.as_tensor(sqr_idx, device=ids.device)]
-        sums = torch.stack([s.float().sqrt().sum() for s in sqrs])
+        # The 1/2-"norm" is (sum sqrt|x|)^2: one reduction per tensor, no sqrt(sqr_avg) copy.
+        sums = torch.stack(torch._foreach_norm(sqrs, 0.5)).float().sqrt()
         counts = torch.tensor([float(s.numel()) for s in sqrs], device=sums.device)
         numel = _per_layer(counts, sel, n)
         found["sqr_avg_sqrt_mean"] = _per_layer(sums, sel, n) / numel.clamp(min=1)
@@ -189,7 +203,7 @@ def layer_tensors(snapshot: StepSnapshot, states: Sequence[dict]) -> dict[str, d
         if p.grad is not None:
             add("grad", i, p.grad)
         if snapshot.weights is not None:
-            add("update", i, p.detach() - snapshot.weights[i])
+            add("update", i, -snapshot.undo_updates()[i])
         avg = _state_tensor(state, GRAD_AVG_KEYS)
         if avg is not None:
             add("grad_avg", i, avg)

@@ -81,6 +81,7 @@ class CallbackBridge(pl.Callback):
         self.learn = Learner(self)
         self._cbs: list[Callback] = []
         self._sorted: list[Callback] | None = None
+        self._handlers: dict[str, list[Callback]] = {}
         self._created: set[int] = set()
         self._pending_state: dict | None = None
         self._reset_loop_state()
@@ -97,6 +98,7 @@ class CallbackBridge(pl.Callback):
         """The callbacks in run order: run_before/run_after, then `order`, then insertion."""
         if self._sorted is None:
             self._sorted = sort_callbacks(self._cbs)
+            self._handlers: dict[str, list[Callback]] = {}
         return self._sorted
 
     def callback_named(self, name: str) -> Callback | None:
@@ -154,7 +156,14 @@ class CallbackBridge(pl.Callback):
     # ------------------------------------------------------------------ event dispatch
     def __call__(self, event_name: str) -> None:
         """Emit `event_name` to every callback, in order (Cancel exceptions propagate)."""
-        for cb in self.cbs:
+        handlers = self._handlers.get(event_name) if self._sorted is not None else None
+        if handlers is None:
+            # Only the callbacks that define the event (after_fit goes to all: it resets `run`).
+            handlers = [
+                cb for cb in self.cbs if event_name == "after_fit" or hasattr(type(cb), event_name)
+            ]
+            self._handlers[event_name] = handlers
+        for cb in handlers:
             cb(event_name)
 
     def _emit(self, event_name: str) -> None:

@@ -100,7 +100,11 @@ class Callback:
             ) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name not in _OWN_ATTRS and not name.startswith("_") and name not in self.__dict__:
+        own = self.__dict__
+        if name in own:  # the common case, once per event in busy callbacks: keep it cheap
+            own[name] = value
+            return
+        if name not in _OWN_ATTRS and not name.startswith("_"):
             learn = self.__dict__.get("learn")
             shadows = name in LEARNER_ATTRS or (learn is not None and _has_state(learn, name))
             if shadows:

@@ -117,10 +117,12 @@ class AccelModule(pl.LightningModule):
             if self.train_bn:
                 for p in _norm_params(self.model):
                     opt.state[p]["force_train"] = True
-        else:
+        elif self.wd is not None:
             # A torch optimizer has no per-parameter flags: biases and norm weights get their own
             # groups with weight decay 0.
             opt = self.opt_func(_torch_groups(groups, no_wd), **kwargs)
+        else:
+            opt = self.opt_func([{"params": g} for g in groups], **kwargs)
         self.opt = opt
         return opt
 
@@ -141,7 +143,8 @@ class AccelModule(pl.LightningModule):
         bridge._emit("after_loss")
         if not bridge.batch_alive:
             return self._skipped_loss()
-        self.log("train_loss", learn.loss.detach(), batch_size=_batch_size(learn.xb))
+        # No per-step `self.log` here: it costs more than the whole bridge, and the Recorder
+        # already sends the smoothed loss to the loggers every `log_every_n_steps`.
         return learn.loss
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:

@@ -95,9 +95,19 @@ class Recorder(Callback):
             opt = self.learn.opt
             if opt is not None:
                 self.lrs.append(float(opt.param_groups[-1]["lr"]))
+            self._log_step(smooth)
         else:
             self._valid_sum += value * n
             self._valid_n += n
+
+    def _log_step(self, smooth: float) -> None:
+        trainer = self.learn.trainer
+        if not self.log_to_loggers or trainer is None or not trainer.loggers:
+            return
+        step = len(self.losses)
+        if step % max(trainer.log_every_n_steps, 1) == 0 and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({"recorder/smooth_loss": smooth}, step=step)
 
     def after_epoch(self) -> None:
         train_loss = self._train_sum / self._train_n if self._train_n else math.nan

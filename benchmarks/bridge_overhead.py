@@ -1,0 +1,163 @@
+"""Per-batch cost of the callback bridge: AccelModule + bridge + six callbacks vs plain Lightning.
+
+A small MLP (784-256-256-10, batch 64) trains for one epoch of `--batches` batches, on one
+thread, in three ways sharing one torch.optim.Adam setup: a plain LightningModule in a plain
+Trainer; an AccelModule whose bridge runs TrainEval, Recorder and six callbacks that define
+every event; and a hand-written PyTorch loop. The Lightning runs are timed batch to batch by a
+Lightning callback; the per-run figure is the median batch time. Runs are interleaved and
+repeated `--repeats` times; the table gives the medians and their ratios to plain Lightning.
+Run: `python benchmarks/bridge_overhead.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+import warnings
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_accel.callback import AccelModule, Callback
+from lightning_accel.callback.events import EVENTS
+
+BS = 64
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                         nn.Linear(256, 10))  # fmt: skip
+
+
+def data(n_batches: int) -> DataLoader:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n_batches * BS, 784, generator=g)
+    y = torch.randint(0, 10, (n_batches * BS,), generator=g)
+    return DataLoader(TensorDataset(x, y), batch_size=BS)
+
+
+class EveryEvent(Callback):
+    """Defines every event with a trivial body: the dispatch cost, not the callback's work."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+
+def _count(self: EveryEvent) -> None:
+    self.calls += 1
+
+
+for _event in EVENTS:
+    if _event != "after_create":
+        setattr(EveryEvent, _event, _count)
+
+
+class Plain(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = mlp()
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self.model(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+class BatchClock(pl.Callback):
+    """Time between consecutive batch starts: the whole per-batch cost, hooks included."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def on_train_batch_start(self, *args) -> None:
+        self.stamps.append(time.perf_counter())
+
+    def on_train_epoch_end(self, *args) -> None:
+        self.stamps.append(time.perf_counter())
+
+    def median(self, skip: int = 5) -> float:
+        gaps = [b - a for a, b in zip(self.stamps, self.stamps[1:])]
+        return statistics.median(gaps[skip:])
+
+
+def run_lightning(module: pl.LightningModule, dl: DataLoader) -> float:
+    clock = BatchClock()
+    trainer = pl.Trainer(
+        max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[clock],
+        num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(module, dl)
+    return clock.median()
+
+
+def plain_lightning(dl: DataLoader) -> float:
+    return run_lightning(Plain(), dl)
+
+
+def accel_bridge(dl: DataLoader) -> float:
+    module = AccelModule(
+        mlp(), nn.functional.cross_entropy, opt_func=torch.optim.Adam, lr=1e-3,
+        cbs=[EveryEvent() for _ in range(6)],
+    )  # fmt: skip
+    module.bridge.learn.recorder.print_table = False
+    return run_lightning(module, dl)
+
+
+def hand_loop(dl: DataLoader) -> float:
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    stamps = []
+    for x, y in dl:
+        stamps.append(time.perf_counter())
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    stamps.append(time.perf_counter())
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    return statistics.median(gaps[5:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    import logging
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    dl = data(args.batches)
+    variants = {
+        "plain Lightning Trainer": plain_lightning,
+        "AccelModule + bridge + 6 callbacks": accel_bridge,
+        "hand-written PyTorch loop": hand_loop,
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, fn in variants.items():  # interleaved, so load drifts hit every variant
+            times[name].append(fn(dl))
+    base = statistics.median(times["plain Lightning Trainer"])
+    print(
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"1 thread; {args.batches} batches of {BS}, median of {args.repeats} interleaved runs"
+    )
+    print("| loop | median ms / batch | ratio to plain Lightning |")
+    print("|---|---:|---:|")
+    for name, values in times.items():
+        med = statistics.median(values)
+        print(f"| {name} | {med * 1e3:.3f} | {med / base:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

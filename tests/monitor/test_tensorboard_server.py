@@ -11,15 +11,10 @@ import time
 import urllib.error
 import urllib.request
 
-import lightning.pytorch as pl
 import pytest
-import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_accel.monitor import OptimizerStatsMonitor
-from lightning_accel.optim.recipes import SGD, Adam
-
-from .helpers import TinyRegression, tiny_loader, trainer_kwargs
+from lightning_accel.vision.compare import CompareConfig, run_compare
 
 START_TIMEOUT_S = 90  # a cold start imports TensorFlow-free TensorBoard: seconds, bounded
 
@@ -52,32 +47,34 @@ def _wait_for(predicate, timeout_s: float, what: str):
 
 
 @pytest.fixture
-def two_recipe_logdir(tmp_path):
-    """Two monitored runs, one per recipe, as `lightning-accel compare` lays them out."""
-    logdir = tmp_path / "logs"
-    recipes = {
-        "sgd": lambda m: SGD(m.parameters(), lr=0.05, mom=0.9),
-        "adam": lambda m: Adam(m.parameters(), lr=0.01),
-    }
-    for name, configure in recipes.items():
-        torch.manual_seed(0)
-        trainer = pl.Trainer(
-            **trainer_kwargs(tmp_path, log_every_n_steps=2),
-            logger=TensorBoardLogger(logdir, name=name, version=0),
-            callbacks=[OptimizerStatsMonitor(hparams={"recipe": name})],
-        )
-        trainer.fit(TinyRegression(configure), tiny_loader())
-    return logdir
+def compare_logdir(tmp_path):
+    """A tiny `lightning-accel compare` (SGD and Adam), with the monitor in every recipe's fit."""
+    config = CompareConfig(
+        arch="resnet18",
+        epochs=1,
+        size=16,
+        batch_size=8,
+        limit_batches=2,
+        recipes=("sgd", "adam"),
+        lr_find=False,
+        progress_bar=False,
+        accelerator="cpu",
+        precision="32-true",
+        logdir=tmp_path / "compare",
+        extra_trainer_kwargs={"callbacks": [OptimizerStatsMonitor(log_every_n_steps=1)]},
+    )
+    run_compare(config, echo=lambda text: None)
+    return config.logdir
 
 
 @pytest.mark.slow
-def test_a_live_tensorboard_serves_the_runs_tags_and_hparams(two_recipe_logdir):
+def test_a_live_tensorboard_serves_the_runs_tags_and_hparams(compare_logdir):
     port = _free_port()
     command = [
         sys.executable,
         "-m",
         "tensorboard.main",
-        f"--logdir={two_recipe_logdir}",
+        f"--logdir={compare_logdir}",
         "--host=127.0.0.1",
         f"--port={port}",
         "--load_fast=false",  # the pure-Python reader: no Rust data server to download
@@ -87,31 +84,43 @@ def test_a_live_tensorboard_serves_the_runs_tags_and_hparams(two_recipe_logdir):
     base = f"http://127.0.0.1:{port}"
     try:
         runs = _wait_for(
-            lambda: set(_request(f"{base}/data/runs")) >= {"sgd/version_0", "adam/version_0"},
+            lambda: set(_request(f"{base}/data/runs")) >= {"sgd", "adam"},
             START_TIMEOUT_S,
             "both runs",
         )
         assert runs
         tags = _request(f"{base}/data/plugin/scalars/tags")
-        for run in ("sgd/version_0", "adam/version_0"):
+        for run in ("sgd", "adam"):
             run_tags = set(tags[run])
-            assert {"hypers/lr/group0", "grad_norm/body", "update_ratio/head"} <= run_tags
-        # Only Adam keeps a squared-gradient average; SGD with momentum keeps grad_avg.
-        assert "sqr_avg_sqrt_mean/body" in tags["adam/version_0"]
-        assert "sqr_avg_sqrt_mean/body" not in tags["sgd/version_0"]
-        assert "grad_avg_norm/body" in tags["sgd/version_0"]
+            # compare's own chapter table, and the monitor's curves, side by side.
+            assert {"chapter/train_loss", "chapter/accuracy", "hypers/lr/group0"} <= run_tags
+            for stat in ("grad_norm", "update_ratio", "step_size"):
+                assert any(t.startswith(f"{stat}/") for t in run_tags), (run, stat)
+        # Only Adam keeps a squared-gradient average; compare's SGD runs without momentum.
+        assert any(t.startswith("sqr_avg_sqrt_mean/") for t in tags["adam"])
+        assert not any(t.startswith(("sqr_avg_sqrt_mean/", "grad_avg_norm/")) for t in tags["sgd"])
 
-        points = _request(
-            f"{base}/data/plugin/scalars/scalars?run=adam/version_0&tag=hypers/lr/group0"
-        )
-        assert [step for _, step, _ in points] == [1, 3, 5, 7]
-        assert all(value == pytest.approx(0.01) for _, _, value in points)
+        points = _request(f"{base}/data/plugin/scalars/scalars?run=sgd&tag=hypers/mom/group0")
+        assert [step for _, step, _ in points] == [0, 1]
+        assert all(value == 0.0 for _, _, value in points)  # moms=(0, 0, 0), as the chapter
 
         experiment = _request(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
         hparam_names = {info["name"] for info in experiment["hparamInfos"]}
-        assert {"recipe", "optimizer", "optimizer.lr"} <= hparam_names
+        assert {"optimizer", "optimizer.lr", "max_epochs"} <= hparam_names
         metric_tags = {info["name"]["tag"] for info in experiment["metricInfos"]}
-        assert "final/train_loss" in metric_tags
+        # The final value of each of the trainer's callback_metrics (AccelModule: valid_loss).
+        assert "final/valid_loss" in metric_tags
+        groups = _request(
+            f"{base}/data/plugin/hparams/session_groups",
+            {
+                "experimentName": "",
+                "allowedStatuses": ["STATUS_SUCCESS", "STATUS_UNKNOWN"],
+                "colParams": [],
+                "startIndex": 0,
+                "sliceSize": 10,
+            },
+        )
+        assert {g["name"] for g in groups["sessionGroups"]} >= {"sgd", "adam"}
     finally:
         server.terminate()
         try:

@@ -578,7 +578,11 @@ class CallbackBridge(pl.Callback):
         if self._valid_open:
             self._valid_open = False
             self._emit("after_validate")
-        self.learn.training = True
+        learn = self.learn
+        learn.training = True
+        if self._train_open:  # validation in the middle of the epoch (val_check_interval < 1)
+            learn.dl = trainer.train_dataloader
+            learn.n_iter = _n_batches(trainer.num_training_batches)
         # End-of-epoch validation is the epoch's last part: close the epoch now, so a checkpoint
         # saved at the end of validation holds the whole epoch (the Recorder's row included).
         if self._epoch_open and not self._train_open:

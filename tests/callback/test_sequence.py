@@ -58,6 +58,22 @@ def test_no_validation_loader_and_limit_val_batches_zero(tmp_path):
     assert log.seq == expected
 
 
+def test_validation_in_the_middle_of_the_epoch(tmp_path):
+    log = EventLog()
+    fit(tmp_path, [log], 2, 4, 2, val_check_interval=0.5)
+    train = ["before_batch", "after_pred", "after_loss", "before_backward", "after_backward",
+             "before_step", "after_step", "after_batch"]  # fmt: skip
+    valid = ["before_validate", *["before_batch", "after_pred", "after_loss", "after_batch"] * 2,
+             "after_validate"]  # fmt: skip
+    epoch = ["before_epoch", "before_train", *train * 2, *valid, *train * 2, "after_train",
+             *valid, "after_epoch"]  # fmt: skip
+    assert log.seq == ["before_fit", *epoch * 2, "after_fit"]
+    for snap in log.snapshots:
+        if snap["event"] == "after_step":
+            assert snap["training"] and snap["n_iter"] == 4 and snap["dl"] is not None
+            assert snap["dl"] is log.learn.trainer.train_dataloader
+
+
 def test_limit_train_batches_sets_n_iter(tmp_path):
     log = EventLog()
     fit(tmp_path, [log], 1, 4, 1, limit_train_batches=2)

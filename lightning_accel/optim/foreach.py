@@ -110,9 +110,11 @@ def _per_step(states: list[dict], fn: Callable[[Any], Any]) -> list[Any]:
         out = fn(
             torch.stack([torch.as_tensor(t, dtype=like.dtype, device=like.device) for t in steps])
         )
+        # Indexing (not unbind) gives the vector one user per parameter, which lets the compiled
+        # step compute it once instead of inside every element-wise loop (see compiled.py).
         if isinstance(out, tuple):
-            return list(zip(*(x.unbind() for x in out)))
-        return list(out.unbind())
+            return list(zip(*([x[i] for i in range(len(steps))] for x in out)))
+        return [out[i] for i in range(len(steps))]
     cache: dict[int, Any] = {}
     return [cache[t] if t in cache else cache.setdefault(t, fn(t)) for t in steps]
 
@@ -150,12 +152,15 @@ def average_grad(
 ) -> None:
     """Multi-tensor `average_grad`."""
     avgs = _state_list(params, states, "grad_avg")
-    if dampening:
-        # lerp, as the per-parameter callback does: the damped average in one rounding step.
-        weight = 1 - mom
-        torch._foreach_lerp_(
-            avgs, _grads(params), [weight] * len(avgs) if isinstance(weight, Tensor) else weight
+    if dampening and isinstance(mom, Tensor):
+        # lerp's own formula; inductor does not fuse a lerp with tensor weights.
+        grads = _grads(params)
+        torch._foreach_add_(
+            avgs, torch._foreach_mul(torch._foreach_sub(grads, avgs), [1 - mom] * len(avgs))
         )
+    elif dampening:
+        # lerp, as the per-parameter callback does: the damped average in one rounding step.
+        torch._foreach_lerp_(avgs, _grads(params), 1 - mom)
     else:
         torch._foreach_mul_(avgs, _each(avgs, mom))
         torch._foreach_add_(avgs, _grads(params))

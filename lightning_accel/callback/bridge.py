@@ -27,6 +27,7 @@ from .events import (
     CancelValidException,
 )
 from .learner import Learner
+from .recorder import Recorder
 from .train_eval import TrainEvalCallback
 
 __all__ = ["CallbackBridge"]
@@ -42,7 +43,6 @@ _FLAG_OF = {
 
 # For each event, the parts of the loop it runs inside: a Cancel exception for a part is only
 # caught there (the chapter's `try` blocks); raised anywhere else it is a programming error.
-_BATCH_INNER = ("before_batch", "after_pred", "after_loss", "after_backward", "after_step")
 _CONTEXT: dict[str, frozenset[str]] = {
     "before_fit": frozenset({"fit"}),
     "before_epoch": frozenset({"fit", "epoch"}),
@@ -85,8 +85,6 @@ class CallbackBridge(pl.Callback):
         self._created: set[int] = set()
         self._pending_state: dict | None = None
         self._reset_loop_state()
-        from .recorder import Recorder  # the Recorder imports the bridge's helpers lazily
-
         defaults: list[Callback] = [TrainEvalCallback()]
         if recorder and not any(isinstance(cb, Recorder) for cb in cbs):
             defaults.append(Recorder())
@@ -98,7 +96,7 @@ class CallbackBridge(pl.Callback):
         """The callbacks in run order: run_before/run_after, then `order`, then insertion."""
         if self._sorted is None:
             self._sorted = sort_callbacks(self._cbs)
-            self._handlers: dict[str, list[Callback]] = {}
+            self._handlers = {}
         return self._sorted
 
     def callback_named(self, name: str) -> Callback | None:
@@ -109,15 +107,19 @@ class CallbackBridge(pl.Callback):
         return None
 
     def add_cbs(self, *cbs: Callback | type) -> CallbackBridge:
-        """Attach callbacks (instances, or classes to instantiate with no arguments)."""
-        for cb in cbs:
-            if isinstance(cb, type):
-                cb = cb()
+        """Attach callbacks (instances, or classes to instantiate with no arguments).
+
+        All are checked first (type, ordering constraints): on error nothing is attached.
+        """
+        new = [cb() if isinstance(cb, type) else cb for cb in cbs]
+        for cb in new:
             if not isinstance(cb, Callback):
                 raise TypeError(
                     f"cbs must be instances (or classes) of lightning_accel Callback, "
                     f"got {type(cb).__name__}; use Trainer(callbacks=...) for Lightning callbacks"
                 )
+        sort_callbacks([*self._cbs, *new])  # a cycle raises here, before anything changes
+        for cb in new:
             check_event_names(cb)
             cb.learn = self.learn
             self._cbs.append(cb)
@@ -141,13 +143,14 @@ class CallbackBridge(pl.Callback):
         return self
 
     @contextlib.contextmanager
-    def added_cbs(self, *cbs: Callback) -> Iterator[CallbackBridge]:
+    def added_cbs(self, *cbs: Callback | type) -> Iterator[CallbackBridge]:
         """Attach callbacks for the duration of a `with` block (a fit), then detach them."""
-        self.add_cbs(*cbs)
+        new = [cb() if isinstance(cb, type) else cb for cb in cbs]
+        self.add_cbs(*new)
         try:
             yield self
         finally:
-            self.remove_cbs(*cbs)
+            self.remove_cbs(*new)  # these instances only, not others of the same class
 
     def _create(self, cb: Callback) -> None:
         self._created.add(id(cb))

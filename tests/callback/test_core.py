@@ -210,8 +210,18 @@ def test_bridge_add_remove_and_added_cbs():
     assert isinstance(bridge.learn.recorderish, Recorderish)
     bridge.remove_cbs(Recorderish)
     assert not any(isinstance(cb, Recorderish) for cb in bridge.cbs)
+    before = list(bridge.cbs)
     with pytest.raises(TypeError, match="cbs must be"):
-        bridge.add_cbs(object())
+        bridge.add_cbs(Recorderish(), object())
+    assert bridge.cbs == before  # nothing half-attached
+    with pytest.raises(ValueError, match="cycle"):
+        bridge.add_cbs(_named("X", run_before="y"), _named("Y", run_before="x"))
+    assert bridge.cbs == before
+    kept = Recorderish()
+    bridge.add_cbs(kept)
+    with bridge.added_cbs(Recorderish):
+        assert sum(isinstance(cb, Recorderish) for cb in bridge.cbs) == 2
+    assert [cb for cb in bridge.cbs if isinstance(cb, Recorderish)] == [kept]
 
 
 def test_x_and_y_are_detuplified_and_read_only():

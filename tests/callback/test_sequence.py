@@ -8,6 +8,8 @@ import math
 import lightning.pytorch as pl
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
@@ -16,6 +18,7 @@ from lightning_accel.callback import (
     AccelModule,
     Callback,
     CallbackBridge,
+    CancelBatchException,
     CancelFitException,
     CancelStepException,
 )
@@ -46,6 +49,22 @@ def test_sequence_is_the_chapters_and_sanity_check_emits_nothing(
     log = EventLog()
     fit(tmp_path, [log], n_epoch, n_train, n_valid, num_sanity_val_steps=2)
     assert log.seq == Reference(n_epoch, n_train, n_valid).run().seq
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n_epoch=st.integers(1, 2),
+    n_train=st.integers(1, 4),
+    n_valid=st.integers(0, 2),
+    accumulate=st.integers(1, 3),
+)
+def test_sequence_for_any_shape(tmp_path, n_epoch, n_train, n_valid, accumulate):
+    log = EventLog()
+    fit(tmp_path, [log], n_epoch, n_train, n_valid, accumulate_grad_batches=accumulate)
+    expected = Reference(n_epoch, n_train, n_valid or None, accumulate).run().seq
+    assert log.seq == expected
 
 
 def test_no_validation_loader_and_limit_val_batches_zero(tmp_path):
@@ -199,6 +218,32 @@ def test_plain_lightning_module_gets_every_event_but_after_pred_and_after_loss(t
     make_trainer(tmp_path, callbacks=[CallbackBridge(log)]).fit(module, train_dl, valid_dl)
     expected = [e for e in Reference(2, 3, 2).run().seq if e not in ("after_pred", "after_loss")]
     assert log.seq == expected
+
+
+def test_plain_lightning_module_cancel_batch_skips_the_step_and_the_rest_of_the_batch(tmp_path):
+    class SkipOdd(Callback):
+        def after_backward(self):
+            if self.iter % 2 == 1:
+                raise CancelBatchException
+
+    log = EventLog()
+    module = PlainModule()
+    torch.manual_seed(0)
+    start = copy.deepcopy(module.model)
+    make_trainer(tmp_path, max_epochs=1, callbacks=[CallbackBridge(SkipOdd(), log)]).fit(
+        module, *loaders(3, 1)
+    )
+    assert log.seq.count("after_cancel_batch") == 1 and log.seq.count("after_step") == 2
+    # Hand SGD over batches 0 and 2 only.
+    batches = list(loaders(3, 1)[0])
+    for x, y in (batches[0], batches[2]):
+        start.zero_grad()
+        nn.functional.mse_loss(start(x), y).backward()
+        with torch.no_grad():
+            for p in start.parameters():
+                p -= LR * p.grad
+    for got, exp in zip(module.model.parameters(), start.parameters()):
+        torch.testing.assert_close(got, exp)
 
 
 def test_plain_lightning_module_cancel_step_skips_the_update(tmp_path):

@@ -1,7 +1,9 @@
 """How a composed optimizer step runs: one executor per `impl`, chosen in one place.
 
 An executor applies a pipeline of optimizer callbacks to the parameters of one group that have
-gradients. Every executor computes the same numbers; they differ only in speed.
+gradients. Every executor computes the same numbers and differs only in speed: the eager
+multi-tensor forms use the callbacks' own kernels in the same order (bit for bit equal for most
+built-ins), the compiled step agrees to float32 rounding.
 
 - "per_param": the reference loop, parameter-major (every callback on p1, then on p2, ...).
 - "foreach": callback-major, each callback once over the whole group (over cache-sized buckets

@@ -155,4 +155,6 @@ def resolve_executor(impl: str, cbs: Sequence[Callable]) -> Executor:
         from .compiled import compiled_executor  # imports torch._dynamo only when asked for
 
         return compiled_executor(cbs)
+    if impl == "auto" and len(missing_forms(cbs)) == len(cbs):
+        return run_per_param  # nothing to run multi-tensor: the reference loop, as is
     return EXECUTORS[impl]

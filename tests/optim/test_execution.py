@@ -329,6 +329,14 @@ def test_auto_falls_back_per_parameter_for_a_user_callback_only():
     assert calls["user"] == 4 * len(SHAPES) - 1  # per parameter with a gradient
 
 
+def test_auto_with_no_form_at_all_is_the_reference_loop():
+    def my_step(p, lr, **kwargs):
+        p.sub_(lr * p.grad)
+
+    assert resolve_executor("auto", [my_step]) is run_per_param
+    assert resolve_executor("auto", ADAM_CBS) is run_callback_major
+
+
 def test_a_user_foreach_attribute_is_used_by_foreach_and_auto():
     seen = []
 

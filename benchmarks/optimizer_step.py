@@ -136,6 +136,10 @@ def machine(device: torch.device) -> str:
     )
 
 
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
 def _times(t: float, reference: float | None) -> str:
     return f"{t / reference:.2f}" if reference else "–"
 
@@ -175,36 +179,60 @@ def render(
                 f"{per_param / t:.1f}×" if per_param else "–",
             ]
             lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Targets (issue 2 §5):", ""]
-    for family, medians in results.items():
-        if family != "Adam":
+    lines += ["", "Targets (issue 2 §5), Adam:", ""]
+    adam = results.get("Adam", {})
+    per_param = adam.get("accel per_param")
+    for impl, ref, limit in TARGETS[device.type]:
+        t = adam.get(f"accel {impl}")
+        if t is None or ref not in adam:
             continue
-        per_param = medians["accel per_param"]
-        for impl, ref, limit in TARGETS[device.type]:
-            ratio = medians[f"accel {impl}"] / medians[ref]
-            speedup = per_param / medians[f"accel {impl}"]
-            ok = ratio <= limit and speedup >= MIN_SPEEDUP_OVER_PER_PARAM
+        ratio = t / adam[ref]
+        lines.append(
+            f'- `impl="{impl}"` takes {ratio:.2f}× the time of {ref} (target ≤ {limit}×): '
+            f"**{_verdict(ratio <= limit)}**."
+        )
+        if per_param:
+            speedup = per_param / t
             lines.append(
-                f'- Adam `impl="{impl}"`: {ratio:.2f}× {ref} (target ≤ {limit}×), '
-                f"{speedup:.1f}× faster than `per_param` (target ≥ {MIN_SPEEDUP_OVER_PER_PARAM:g}×)"
-                f": **{'met' if ok else 'missed'}**."
+                f'- `impl="{impl}"` is {speedup:.1f}× faster than `impl="per_param"` (target ≥ '
+                f"{MIN_SPEEDUP_OVER_PER_PARAM:g}×): "
+                f"**{_verdict(speedup >= MIN_SPEEDUP_OVER_PER_PARAM)}**."
             )
+    if device.type == "cpu" and per_param and "torch fused" in adam and "torch default" in adam:
+        lines += [
+            "",
+            "Why the ≥ 4× targets are out of reach here: this package's `per_param` loop runs the "
+            "same in-place kernels as torch's default loop, parameter after parameter, so on a CPU "
+            "it is bound by memory bandwidth, not by Python: it takes "
+            f"{per_param / adam['torch default']:.2f}× the time of torch default, and even torch's "
+            f"single-pass fused kernel is only {per_param / adam['torch fused']:.1f}× faster than "
+            "it.",
+        ]
     compile_s = {f: w.get("accel compiled") for f, w in warmups.items()}
     if any(v is not None for v in compile_s.values()):
         lines += [
             "",
             'One-time cost of `impl="compiled"` (first three steps: an eager step, then tracing '
-            "and code generation): "
+            "and code generation; inductor's on-disk cache shortens later runs): "
             + ", ".join(f"{f} {s:.0f} s" for f, s in compile_s.items() if s is not None)
             + ". Compiled programs are cached per pipeline and parameter structure for the life "
             "of the process.",
         ]
     lines += [
         "",
-        "For context only, from the issue (a different 2-core CPU): the fastai-style "
-        "per-parameter loop took 99.5 ms per Adam step on ResNet-34, `torch.optim.AdamW` "
-        "default 26.8 ms and `AdamW(fused=True)` 10.4 ms.",
+        "For context only, figures from the issue (measured on a different 2-core CPU, wall "
+        "time): the fastai-style per-parameter loop took 99.5 ms per Adam step on ResNet-34, "
+        "`torch.optim.AdamW` default 26.8 ms and `AdamW(fused=True)` 10.4 ms; that loop was "
+        f"{99.5 / 26.8:.2f}× torch default.",
     ]
+    if "torch default" in adam:
+        lines[-1] += " On that yardstick (times relative to torch default, across machines, so "
+        lines[-1] += "an estimate only): " + ", ".join(
+            f'`impl="{impl}"` {99.5 / 26.8 / (adam[f"accel {impl}"] / adam["torch default"]):.1f}×'
+            for impl in ("auto", "compiled")
+            if f"accel {impl}" in adam
+        )
+        lines[-1] += " faster than the fastai-style loop."
     if device.type == "cpu":
         lines += [
             "",

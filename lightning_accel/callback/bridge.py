@@ -329,7 +329,7 @@ class CallbackBridge(pl.Callback):
         self._batch_open = self._batch_alive = self._after_batch_due = False
         self._in_train_batch = False
         self._backward_cancelled = self._step_cancelled = self._skip_step = False
-        self._step_emitted = False
+        self._step_emitted = self._backward_ran = False
         self._stop_eval = False
         self._pending = self._closed = 0
         self._saved_val_check_batch: Any = None
@@ -443,7 +443,7 @@ class CallbackBridge(pl.Callback):
         learn = self.learn
         self._batch_open = True
         self._batch_alive = self._after_batch_due = self._phase_open()
-        self._backward_cancelled = self._step_cancelled = False
+        self._backward_cancelled = self._step_cancelled = self._backward_ran = False
         self._skip_step = not self._batch_alive
         self._step_emitted = False
         learn.iter = batch_idx
@@ -475,7 +475,10 @@ class CallbackBridge(pl.Callback):
     def on_before_backward(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
     ) -> None:
-        if not self._live(trainer) or not self.batch_alive:
+        if not self._live(trainer):
+            return
+        self._backward_ran = True
+        if not self.batch_alive:
             return
         if not _is_accel(pl_module):
             # A plain module has no after_loss: show the loss as the chapter defines it.
@@ -496,7 +499,10 @@ class CallbackBridge(pl.Callback):
             self._step_emitted = True
             self._emit("before_step")
         skip = self._skip_step or self._step_cancelled or not self.batch_alive
-        if self._agree_skip(skip):
+        # With a GradScaler, Lightning calls no step at all after a skipped backward: a skip
+        # requested then would wrongly cancel the next batch's step.
+        step_follows = self._backward_ran or not has_grad_scaler(trainer)
+        if self._agree_skip(skip) and step_follows:
             skip_optimizer_step(optimizer)
 
     def after_optimizer_step(self) -> None:
@@ -662,6 +668,11 @@ def split_batch(batch: Any, n_inp: int = 1) -> tuple[tuple, tuple]:
         items = tuple(batch)
         return items[:n_inp], items[n_inp:]
     return (batch,), ()
+
+
+def has_grad_scaler(trainer: pl.Trainer) -> bool:
+    """Whether Lightning steps through a GradScaler (float16 mixed precision)."""
+    return getattr(trainer.precision_plugin, "scaler", None) is not None
 
 
 def skip_optimizer_step(optimizer: Any) -> None:

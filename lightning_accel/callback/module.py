@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics.aggregation import MeanMetric
 
 from ..optim.recipes import Adam
-from .bridge import CallbackBridge, split_batch
+from .bridge import CallbackBridge, has_grad_scaler, split_batch
 from .core import Callback, _snake_name
 
 __all__ = ["AccelModule", "trainable_groups", "NORM_TYPES"]
@@ -149,8 +149,9 @@ class AccelModule(pl.LightningModule):
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         if self.bridge.is_live and self.bridge.backward_cancelled:
-            if self.trainer.world_size > 1:
-                # DDP all-reduces gradients during backward: every rank must run one.
+            if self.trainer.world_size > 1 or has_grad_scaler(self.trainer):
+                # DDP all-reduces gradients during backward: every rank must run one. A GradScaler
+                # must find gradients to check for infs. Zero gradients serve both.
                 self._zero_loss().backward()
             return
         super().backward(loss, *args, **kwargs)

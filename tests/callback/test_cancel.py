@@ -8,9 +8,11 @@ the backward passes and steps the reference says happen.
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
 from lightning_accel.callback import AccelModule
@@ -20,14 +22,26 @@ from lightning_accel.optim.recipes import SGD
 from .helpers import CANCELS, Escaped, EventLog, Reference, count, loaders, make_trainer
 
 N_EPOCH, N_TRAIN, N_VALID, LR = 2, 3, 2, 0.1
+# Set ACCEL_FULL_CANCEL_MATRIX=1 to run every case under every configuration (slow).
+FULL = bool(os.environ.get("ACCEL_FULL_CANCEL_MATRIX"))
 RAISE_POINTS = [e for e in EVENTS if e != "after_create"]
 
-# name -> (AccelModule kwargs, Trainer kwargs, accumulation, tolerance)
+
+def _fp16_with_scaler() -> dict:
+    # Lightning maps precision="16-mixed" to bf16 on CPU; this plugin runs the real float16 path
+    # with a GradScaler (unscale, inf checks, scaler.step), so step skipping is tested under it.
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**4)
+    return {"plugins": [MixedPrecision("16-mixed", "cpu", scaler)]}
+
+
+# name -> (AccelModule kwargs, Trainer kwargs (or a factory of them), accumulation, tolerance)
 CONFIGS = {
     "accel-sgd": ({}, {}, 1, 1e-6),
     "accumulate-2": ({}, {"accumulate_grad_batches": 2}, 2, 1e-6),
     "bf16-mixed": ({}, {"precision": "bf16-mixed"}, 1, 3e-2),
     "torch-sgd": ({"opt_func": torch.optim.SGD}, {}, 1, 1e-6),
+    "fp16-scaler": ({}, _fp16_with_scaler, 1, 3e-2),
+    "fp16-scaler-torch-sgd": ({"opt_func": torch.optim.SGD}, _fp16_with_scaler, 1, 3e-2),
 }
 
 
@@ -53,7 +67,7 @@ def _params():
     for config, (_, _, accumulate, _) in CONFIGS.items():
         allowed, _ = _cases(accumulate)
         # The full matrix once; every third case for the variants, to keep the suite fast.
-        chosen = allowed if config == "accel-sgd" else allowed[::3]
+        chosen = allowed if config == "accel-sgd" or FULL else allowed[::3]
         params += [
             pytest.param(config, *case, id=f"{config}-{case[0]}-{case[1]}") for case in chosen
         ]
@@ -91,6 +105,8 @@ def fit_with(tmp_path, log: EventLog, module_kwargs=None, **trainer_kwargs) -> A
 @pytest.mark.parametrize(("config", "kind", "when", "at"), _params())
 def test_cancel_follows_the_chapter(tmp_path, config, kind, when, at):
     module_kwargs, trainer_kwargs, accumulate, tol = CONFIGS[config]
+    if callable(trainer_kwargs):
+        trainer_kwargs = trainer_kwargs()
     exc = CANCELS[kind]
     reference = Reference(N_EPOCH, N_TRAIN, N_VALID, accumulate, exc, when, at).run()
     log = EventLog(exc, when, at)

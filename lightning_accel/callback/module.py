@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 from torchmetrics.aggregation import MeanMetric
 
+from ..optim.core import AccelOptimizer
 from ..optim.recipes import Adam
 from .bridge import CallbackBridge, has_grad_scaler, split_batch
 from .core import Callback, _snake_name
@@ -108,21 +110,21 @@ class AccelModule(pl.LightningModule):
             raise ValueError("splitter must return a non-empty list of non-empty parameter groups")
         no_wd = set() if self.wd_bn_bias else _bn_bias_params(self.model)
         kwargs: dict[str, Any] = {"lr": self.lr}
+        takes_wd = _takes_wd(self.opt_func)
         if self.wd is not None:
-            kwargs["wd" if _is_accel_opt_func(self.opt_func) else "weight_decay"] = self.wd
-        if _is_accel_opt_func(self.opt_func):
-            opt = self.opt_func(groups, **kwargs)
+            kwargs["wd" if takes_wd else "weight_decay"] = self.wd
+        if takes_wd or self.wd is None:
+            opt = self.opt_func([{"params": g} for g in groups], **kwargs)
+        else:
+            # A torch optimizer has no per-parameter flags: biases and norm weights get their own
+            # groups with weight decay 0.
+            opt = self.opt_func(_torch_groups(groups, no_wd), **kwargs)
+        if isinstance(opt, AccelOptimizer):
             for p in no_wd:
                 opt.state[p]["do_wd"] = False
             if self.train_bn:
                 for p in _norm_params(self.model):
                     opt.state[p]["force_train"] = True
-        elif self.wd is not None:
-            # A torch optimizer has no per-parameter flags: biases and norm weights get their own
-            # groups with weight decay 0.
-            opt = self.opt_func(_torch_groups(groups, no_wd), **kwargs)
-        else:
-            opt = self.opt_func([{"params": g} for g in groups], **kwargs)
         self.opt = opt
         return opt
 
@@ -267,10 +269,11 @@ def _torch_groups(groups: list[list[nn.Parameter]], no_wd: set) -> list[dict[str
     return out
 
 
-def _is_accel_opt_func(opt_func: Callable) -> bool:
-    """Whether `opt_func` builds an AccelOptimizer (its recipes take `wd`, not `weight_decay`)."""
-    from ..optim.core import AccelOptimizer
-
-    if isinstance(opt_func, type):
-        return issubclass(opt_func, AccelOptimizer)
-    return getattr(opt_func, "__module__", "").startswith("lightning_accel.optim")
+def _takes_wd(opt_func: Callable) -> bool:
+    """Whether `opt_func` names weight decay `wd` (the AccelOptimizer recipes) or not (torch)."""
+    if isinstance(opt_func, type) and issubclass(opt_func, AccelOptimizer):
+        return True
+    try:
+        return "wd" in inspect.signature(opt_func).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False

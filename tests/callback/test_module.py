@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch import nn
@@ -56,6 +58,15 @@ def test_train_bn_keeps_norm_layers_trainable_when_frozen():
     opt = opt.configure_optimizers()
     opt.freeze()
     assert not model[1].weight.requires_grad
+
+
+def test_a_partial_recipe_is_recognised_as_an_accel_optimizer():
+    model = net()
+    opt_func = functools.partial(SGD, mom=0.9)
+    opt = AccelModule(model, nn.functional.mse_loss, opt_func=opt_func, wd=0.1)
+    opt = opt.configure_optimizers()
+    assert isinstance(opt, AccelOptimizer) and opt.hypers[0]["wd"] == 0.1
+    assert opt.state[model[0].bias]["do_wd"] is False
 
 
 def test_torch_optimizer_gets_zero_decay_groups_when_wd_is_given():

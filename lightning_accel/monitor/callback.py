@@ -163,6 +163,10 @@ class OptimizerStatsMonitor(Callback, pl.Callback):
         if not self._in_bridge():
             self._before_step(trainer, optimizer)
 
+    def before_batch(self) -> None:
+        """Bridge event: a snapshot whose step was cancelled (no after_step) must not linger."""
+        self._pending = []
+
     def before_step(self) -> None:
         """Bridge event: gradients are final and the step is next."""
         self._before_step(self.learn.trainer, self.learn.opt)

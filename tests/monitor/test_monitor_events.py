@@ -11,6 +11,8 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lightning_accel.callback.bridge import CallbackBridge
+from lightning_accel.callback.core import Callback
+from lightning_accel.callback.events import CancelStepException
 from lightning_accel.callback.module import AccelModule
 from lightning_accel.monitor import OptimizerStatsMonitor
 from lightning_accel.monitor.layers import matching
@@ -320,3 +322,35 @@ def test_fit_one_cycle_on_an_accel_module_logs_the_1cycle_curves(tmp_path):
         assert lrs[step] == pytest.approx(lr, rel=1e-5)
         assert moms[step] == pytest.approx(mom, rel=1e-6)
     assert {"grad_norm/model.0", "grad_norm/model.2"} <= set(acc.Tags()["scalars"])
+
+
+class CancelSecondStep(Callback):
+    """Cancels the optimizer step of the second batch, after the monitor has seen before_step."""
+
+    run_after = OptimizerStatsMonitor
+
+    def before_step(self):
+        if self.train_iter == 1:
+            raise CancelStepException
+
+
+def test_a_cancelled_step_in_a_bridge_is_reported_as_no_update(tmp_path):
+    spy = Spy()
+    bridge = CallbackBridge(OptimizerStatsMonitor(log_hparams=False), CancelSecondStep())
+    trainer = pl.Trainer(
+        **trainer_kwargs(tmp_path, log_every_n_steps=1, max_steps=4),
+        logger=TensorBoardLogger(tmp_path, name="cancel"),
+        callbacks=[spy, bridge],
+    )
+    trainer.fit(TinyRegression(lambda m: Adam(m.parameters(), lr=1e-2)), tiny_loader())
+    acc = read_events(trainer.logger.log_dir)
+    ratios = scalars(acc, "update_ratio/body")
+    # Step 1 was cancelled (after_step still fires, as in the reference loop): nothing moved, and
+    # its snapshot does not leak into step 2.
+    assert sorted(ratios) == [0, 1, 2, 3]
+    assert ratios[1] == 0.0
+    for step in (2, 3):
+        names = ["body.weight", "body.bias"]
+        deltas = [spy.after[step][n] - spy.before[step][n][0] for n in names]
+        weights = [spy.before[step][n][0] for n in names]
+        assert ratios[step] == pytest.approx(_norm(deltas) / _norm(weights), rel=1e-4)

@@ -164,7 +164,7 @@ def main(args: argparse.Namespace) -> str:
     ]
     device = torch.cuda.get_device_name() if args.accelerator == "gpu" else platform.processor()
     lines = [
-        f"ResNet-34 (21.8M parameters, 110 tensors), AccelOptimizer Adam, batch {args.batch_size} "
+        f"ResNet-34 (21.8M parameters, 114 tensors), AccelOptimizer Adam, batch {args.batch_size} "
         f"at {args.size}x{args.size} px, {args.accelerator} ({device or platform.machine()}, "
         f"{args.threads} torch threads); {args.repeats} interleaved repeats of {args.steps} "
         "measured steps each; medians.",

@@ -183,7 +183,10 @@ def main(argv: list[str] | None = None) -> None:
         default=cuda,
         help="default: on with CUDA",
     )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data

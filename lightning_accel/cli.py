@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--no-progress-bar", action="store_true", help="hide Lightning's progress bars"
     )
+    compare.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="torch CPU threads (default: torch's choice; 1 is much faster on a CPU that other "
+        "jobs keep busy)",
+    )
     return parser
 
 
@@ -155,6 +161,7 @@ def _config(args: argparse.Namespace):
         progress_bar=not args.no_progress_bar,
         channels_last=args.channels_last,
         data_dir=args.data_dir,
+        threads=args.threads,
     )
 
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,82 +23,17 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
-from ..callback.core import Callback
 from ..callback.module import AccelModule
-from ..optim.callbacks import (
-    average_grad,
-    average_sqr_grad,
-    momentum_step,
-    rms_prop_step,
-    sgd_step,
-)
-from ..optim.core import AccelOptimizer
-from ..optim.recipes import SGD, Adam
 from ..train.fit import fit, fit_one_cycle
 from ..train.lr_finder import lr_find
 from ..train.suggestions import minimum, steep, valley
+from .chapter_recipes import RECIPES, Recipe
 from .digits import DigitsDataModule
 from .download import is_image_folder
+from .epoch_table import EpochTable
 from .imagenette import ImagenetteDataModule
 from .models import vision_model, vision_splitter
-from .report import EpochRow, RecipeResult, epoch_table, plot_losses, summary_table, write_csv
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """An optimizer and how the chapter trains with it, with the accuracy it published."""
-
-    name: str
-    opt_func: Callable[..., torch.optim.Optimizer]
-    opt_label: str
-    lr: float
-    one_cycle: bool
-    moms: tuple[float, float, float] | None
-    reference_accuracy: float
-
-    def description(self, epochs: int) -> str:
-        if not self.one_cycle:
-            return f"{self.opt_label}, fit({epochs}, {self.lr:g})"
-        moms = "" if self.moms is None else f", moms={self.moms}"
-        return f"{self.opt_label}, fit_one_cycle({epochs}, {self.lr:g}{moms})"
-
-
-# The chapter's recipes, in its order, with its 3-epoch Imagenette accuracies (ResNet-34 from
-# scratch, 128 px crops, batch 128, mixed precision).
-RECIPES: dict[str, Recipe] = {
-    r.name: r
-    for r in (
-        Recipe("adam", Adam, "Adam", 3e-3, True, None, 0.595),
-        Recipe("sgd", SGD, "SGD", 0.03, True, (0.0, 0.0, 0.0), 0.409),
-        Recipe(
-            "sgd_cb",
-            partial(AccelOptimizer, cbs=[sgd_step]),
-            "[sgd_step]",
-            0.03,
-            False,
-            None,
-            0.445,
-        ),
-        Recipe(
-            "momentum",
-            partial(AccelOptimizer, cbs=[average_grad, momentum_step], mom=0.9),
-            "[average_grad, momentum_step] mom=0.9",
-            0.03,
-            True,
-            None,
-            0.419,
-        ),
-        Recipe(
-            "rmsprop",
-            partial(AccelOptimizer, cbs=[average_sqr_grad, rms_prop_step], sqr_mom=0.99),
-            "[average_sqr_grad, rms_prop_step] sqr_mom=0.99",
-            0.003,
-            True,
-            None,
-            0.545,
-        ),
-    )
-}
+from .report import RecipeResult, epoch_table, plot_losses, summary_table, write_csv
 
 NAMED_DATA = {
     "digits": None,
@@ -140,6 +73,7 @@ class CompareConfig:
     progress_bar: bool = True
     channels_last: bool = False
     data_dir: Path | None = None
+    threads: int | None = None
     extra_trainer_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -155,6 +89,7 @@ class CompareConfig:
             ("--size", self.size),
             ("--limit-batches", self.limit_batches),
             ("--lr-find-iters", self.lr_find_iters),
+            ("--threads", self.threads),
         ):
             if value is not None and value < 1:
                 raise CompareError(f"{option} must be a positive integer, got {value}")
@@ -246,75 +181,6 @@ def make_datamodule(config: CompareConfig) -> pl.LightningDataModule:
             variant=variant, dataset=dataset, data_dir=config.data_dir, **common
         )
     return ImagenetteDataModule(data_dir=Path(config.data), **common)
-
-
-class EpochTable(Callback):
-    """Records the chapter's per-epoch table and sends the same figures to the logger.
-
-    Under `chapter/` in TensorBoard: `train_loss` and `lr` per step, `valid_loss` and `accuracy`
-    per epoch (the module's own `train_loss`/`valid_loss` are logged beside them).
-
-    `train_loss` is the reference's smoothed loss (debiased moving average, beta 0.98, over the
-    whole fit) at the end of the epoch; `valid_loss` and `accuracy` are averages over the whole
-    validation set (summed across processes under DDP); `time` covers training and validation.
-    """
-
-    order = 50  # after the callbacks that compute the loss and change the learning rate
-
-    def __init__(self, beta: float = 0.98) -> None:
-        self.beta = beta
-        self.rows: list[EpochRow] = []
-        self.step_losses: list[float] = []
-        self._avg, self._count, self._start = 0.0, 0, 0.0
-        self._val = torch.zeros(3, dtype=torch.float64)
-
-    def before_fit(self) -> None:
-        self.rows, self.step_losses = [], []
-        self._avg, self._count = 0.0, 0
-
-    def before_epoch(self) -> None:
-        self._start = time.perf_counter()
-        self._val = torch.zeros(3, dtype=torch.float64)
-
-    def after_batch(self) -> None:
-        loss = self.learn.loss
-        if loss is None:
-            return
-        if self.learn.training:
-            self._count += 1
-            self._avg = self.beta * self._avg + (1 - self.beta) * float(loss.detach())
-            smooth = self._avg / (1 - self.beta**self._count)
-            self.step_losses.append(smooth)
-            self._log({"chapter/train_loss": smooth, "chapter/lr": self._lr()})
-        else:
-            target = self.learn.yb[0]
-            n = target.shape[0]
-            correct = (self.learn.pred.argmax(-1) == target).sum().item()
-            self._val += torch.tensor([float(loss.detach()) * n, correct, n], dtype=torch.float64)
-
-    def after_epoch(self) -> None:
-        totals = self._val
-        trainer = self.learn.trainer
-        if trainer is not None and trainer.world_size > 1:
-            totals = trainer.strategy.reduce(
-                totals.to(trainer.strategy.root_device), reduce_op="sum"
-            ).cpu()
-        loss_sum, correct, n = totals.tolist()
-        valid_loss = loss_sum / n if n else math.nan
-        accuracy = correct / n if n else math.nan
-        train_loss = self.step_losses[-1] if self.step_losses else math.nan
-        seconds = time.perf_counter() - self._start
-        self.rows.append(EpochRow(self.learn.epoch, train_loss, valid_loss, accuracy, seconds))
-        self._log({"chapter/valid_loss": valid_loss, "chapter/accuracy": accuracy})
-
-    def _lr(self) -> float:
-        opt = self.learn.opt
-        return float(opt.param_groups[-1]["lr"]) if opt is not None else math.nan
-
-    def _log(self, metrics: dict[str, float]) -> None:
-        trainer = self.learn.trainer
-        if trainer is not None and trainer.logger is not None:
-            trainer.logger.log_metrics(metrics, step=trainer.global_step)
 
 
 def initial_weights(config: CompareConfig, n_out: int) -> dict[str, torch.Tensor]:
@@ -447,6 +313,8 @@ def run_compare(config: CompareConfig, echo: Callable[[str], None] = print) -> l
     config.validate()
     if rank_zero_only.rank != 0:  # under DDP every process runs this; one of them reports
         echo = _silent
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     config.logdir = Path(config.logdir)
     config.logdir.mkdir(parents=True, exist_ok=True)
     datamodule = make_datamodule(config)

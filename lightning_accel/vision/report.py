@@ -135,7 +135,9 @@ def plot_losses(results: Sequence[RecipeResult], path: Path) -> Path:
             ys = [row.valid_loss for row in r.rows]
             ax.plot(xs, ys, "o--", color=color, alpha=0.7)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
+    # Log scale: an unstable epoch's validation loss can be 1e4 times the others.
+    ax.set_yscale("log")
+    ax.set_ylabel("loss (log scale)")
     ax.set_title("Training loss (lines, smoothed) and validation loss (dots)")
     ax.legend(loc="upper right")
     fig.tight_layout()

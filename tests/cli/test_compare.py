@@ -23,7 +23,17 @@ from ..vision.conftest import make_image_folder
 ALL = list(RECIPES)
 REFERENCE = {"adam": 0.595, "sgd": 0.409, "sgd_cb": 0.445, "momentum": 0.419, "rmsprop": 0.545}
 # Small and fast, but every part of the command runs.
-QUICK = ["--arch", "resnet18", "--no-progress-bar", "--limit-batches", "2", "--seed", "3"]
+QUICK = [
+    "--arch",
+    "resnet18",
+    "--no-progress-bar",
+    "--limit-batches",
+    "2",
+    "--seed",
+    "3",
+    "--threads",
+    "1",
+]
 
 
 def epoch_tables(out: str) -> dict[str, list[list[str]]]:
@@ -249,10 +259,11 @@ def test_it_runs_under_ddp_with_one_report(tmp_path):
         timeout=300,
         cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
     header = ["epoch", "train_loss", "valid_loss", "accuracy", "time"]
-    assert [line.split() for line in result.stdout.splitlines()].count(header) == 1
-    assert "GLOBAL_RANK: 1" in result.stdout + result.stderr
+    assert [line.split() for line in result.stdout.splitlines()].count(header) == 1, output[-3000:]
+    assert "GLOBAL_RANK: 1" in output, output[-3000:]
     with open(logdir / "summary.csv") as f:
         (row,) = list(csv.DictReader(f))
     assert 0 <= float(row["accuracy"]) <= 1

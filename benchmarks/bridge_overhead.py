@@ -3,9 +3,11 @@
 A small MLP (784-256-256-10, batch 64) trains for one epoch of `--batches` batches, on one
 thread, in three ways sharing one torch.optim.Adam setup: a plain LightningModule in a plain
 Trainer; an AccelModule whose bridge runs TrainEval, Recorder and six callbacks that define
-every event; and a hand-written PyTorch loop. The Lightning runs are timed batch to batch by a
-Lightning callback; the per-run figure is the median batch time. Runs are interleaved and
-repeated `--repeats` times; the table gives the medians and their ratios to plain Lightning.
+every event; and a hand-written PyTorch loop. Each batch is timed from one batch start to the
+next, in wall time and in process CPU time (the CPU time is the steadier figure on a shared,
+loaded machine: other processes' load barely enters it); the per-run figure is the median
+batch. Runs are interleaved and repeated `--repeats` times; the table gives the medians and
+their ratios to plain Lightning.
 Run: `python benchmarks/bridge_overhead.py`.
 """
 
@@ -75,20 +77,27 @@ class BatchClock(pl.Callback):
     """Time between consecutive batch starts: the whole per-batch cost, hooks included."""
 
     def __init__(self) -> None:
-        self.stamps: list[float] = []
+        self.stamps: list[tuple[float, float]] = []
 
     def on_train_batch_start(self, *args) -> None:
-        self.stamps.append(time.perf_counter())
+        self.stamps.append(_now())
 
     def on_train_epoch_end(self, *args) -> None:
-        self.stamps.append(time.perf_counter())
-
-    def median(self, skip: int = 5) -> float:
-        gaps = [b - a for a, b in zip(self.stamps, self.stamps[1:])]
-        return statistics.median(gaps[skip:])
+        self.stamps.append(_now())
 
 
-def run_lightning(module: pl.LightningModule, dl: DataLoader) -> float:
+def _now() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _medians(stamps: list[tuple[float, float]], skip: int = 5) -> tuple[float, float]:
+    pairs = list(zip(stamps, stamps[1:]))[skip:]
+    wall = statistics.median(b[0] - a[0] for a, b in pairs)
+    cpu = statistics.median(b[1] - a[1] for a, b in pairs)
+    return wall, cpu
+
+
+def run_lightning(module: pl.LightningModule, dl: DataLoader) -> tuple[float, float]:
     clock = BatchClock()
     trainer = pl.Trainer(
         max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
@@ -96,14 +105,14 @@ def run_lightning(module: pl.LightningModule, dl: DataLoader) -> float:
         num_sanity_val_steps=0,
     )  # fmt: skip
     trainer.fit(module, dl)
-    return clock.median()
+    return _medians(clock.stamps)
 
 
-def plain_lightning(dl: DataLoader) -> float:
+def plain_lightning(dl: DataLoader) -> tuple[float, float]:
     return run_lightning(Plain(), dl)
 
 
-def accel_bridge(dl: DataLoader) -> float:
+def accel_bridge(dl: DataLoader) -> tuple[float, float]:
     module = AccelModule(
         mlp(), nn.functional.cross_entropy, opt_func=torch.optim.Adam, lr=1e-3,
         cbs=[EveryEvent() for _ in range(6)],
@@ -112,19 +121,18 @@ def accel_bridge(dl: DataLoader) -> float:
     return run_lightning(module, dl)
 
 
-def hand_loop(dl: DataLoader) -> float:
+def hand_loop(dl: DataLoader) -> tuple[float, float]:
     model = mlp()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     stamps = []
     for x, y in dl:
-        stamps.append(time.perf_counter())
+        stamps.append(_now())
         loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         opt.zero_grad()
-    stamps.append(time.perf_counter())
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    return statistics.median(gaps[5:])
+    stamps.append(_now())
+    return _medians(stamps)
 
 
 def main() -> None:
@@ -143,20 +151,26 @@ def main() -> None:
         "AccelModule + bridge + 6 callbacks": accel_bridge,
         "hand-written PyTorch loop": hand_loop,
     }
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, fn in variants.items():  # interleaved, so load drifts hit every variant
             times[name].append(fn(dl))
-    base = statistics.median(times["plain Lightning Trainer"])
+    med = {
+        name: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+        for name, v in times.items()
+    }
+    base_wall, base_cpu = med["plain Lightning Trainer"]
     print(
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"1 thread; {args.batches} batches of {BS}, median of {args.repeats} interleaved runs"
     )
-    print("| loop | median ms / batch | ratio to plain Lightning |")
-    print("|---|---:|---:|")
-    for name, values in times.items():
-        med = statistics.median(values)
-        print(f"| {name} | {med * 1e3:.3f} | {med / base:.3f} |")
+    print("| loop | CPU ms / batch | CPU ratio | wall ms / batch | wall ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for name, (wall, cpu) in med.items():
+        print(
+            f"| {name} | {cpu * 1e3:.3f} | {cpu / base_cpu:.3f} | "
+            f"{wall * 1e3:.3f} | {wall / base_wall:.3f} |"
+        )
 
 
 if __name__ == "__main__":

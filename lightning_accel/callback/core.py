@@ -11,7 +11,7 @@ from typing import Any
 
 from .events import ALL_EVENTS, INNER_EVENTS, CancelException
 
-__all__ = ["Callback", "sort_callbacks", "check_event_names", "LEARNER_ATTRS"]
+__all__ = ["Callback", "sort_callbacks", "check_event_names", "name_origin", "LEARNER_ATTRS"]
 
 # The learner state every callback can read as `self.<name>` (the bridge keeps it up to date).
 LEARNER_ATTRS: frozenset[str] = frozenset(
@@ -126,7 +126,7 @@ class Callback:
                 except CancelException:
                     raise
                 except Exception as exc:
-                    _name_origin(exc, type(self).__name__, event_name)
+                    name_origin(exc, type(self).__name__, event_name)
                     raise
         if event_name == "after_fit":
             # A callback may switch itself off for one fit (`self.run = False`); the next fit
@@ -149,7 +149,7 @@ def _has_state(learn: Any, name: str) -> bool:
     return bool(has(name)) if has is not None else hasattr(learn, name)
 
 
-def _name_origin(exc: BaseException, cls_name: str, event_name: str) -> None:
+def name_origin(exc: BaseException, cls_name: str, event_name: str) -> None:
     """Prefix the exception's message with the callback and event; type and traceback stay."""
     prefix = f"Exception in callback `{cls_name}` during event `{event_name}`"
     if getattr(exc, "_accel_named", False):

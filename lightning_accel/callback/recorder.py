@@ -84,7 +84,8 @@ class Recorder(Callback):
         loss = self.learn.loss
         if loss is None:
             return
-        value = float(loss.detach().float().mean())
+        loss = loss.detach()
+        value = loss.item() if loss.numel() == 1 else float(loss.float().mean())
         n = _batch_size(self.learn.xb)
         if self.learn.training:
             self._train_sum += value * n

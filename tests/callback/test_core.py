@@ -235,3 +235,18 @@ def test_x_and_y_are_detuplified_and_read_only():
 
 def test_cancel_batch_is_a_plain_exception_subclass():
     assert issubclass(CancelBatchException, Exception)
+
+
+def test_a_callback_with_its_own_call_keeps_its_dispatch():
+    class OwnDispatch(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def __call__(self, event_name):
+            self.seen.append(event_name)
+
+    cb = OwnDispatch()
+    bridge = CallbackBridge(cb, recorder=False)
+    bridge("before_fit")
+    bridge("after_pred")
+    assert cb.seen == ["before_fit", "after_pred"]

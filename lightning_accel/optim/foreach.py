@@ -221,7 +221,7 @@ def adam_step(
 
 
 def _radam_terms(step: Any, sqr_mom: Scalar) -> tuple[Any, Any]:
-    """(rectified?, rectification factor v) of RAdam at `step`; v is 0 where not rectified."""
+    """(rectified?, rectification factor v) of RAdam at `step`; v matters only where rectified."""
     r_inf = 2 / (1 - sqr_mom) - 1
     r = r_inf - 2 * step * sqr_mom**step / (1 - sqr_mom**step)
     if isinstance(r, Tensor):
@@ -275,7 +275,17 @@ def radam_step(
         _add_scaled_([params[i] for i in plain], [avgs[i] for i in plain], alphas)
 
 
-def _radam_tensor_(params, states, avgs, terms, debias1, lr, sqr_mom, eps, beta) -> None:
+def _radam_tensor_(
+    params: list[Tensor],
+    states: list[dict],
+    avgs: list[Tensor],
+    terms: list[tuple[Tensor, Tensor]],
+    debias1: list[Tensor],
+    lr: Tensor,
+    sqr_mom: Tensor,
+    eps: Tensor,
+    beta: Tensor,
+) -> None:
     """RAdam with tensor scalars: both branches computed, the rectified one selected by `where`
     (no host synchronisation, no recompilation when the branch flips)."""
     denom = _debiased_sqr(states, sqr_mom)

@@ -15,7 +15,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from ..callback.core import Callback
 from .hyperparams import flat_scalars, group_hypers, hparam_value, optimizer_label
 from .layers import LayerGrouping, by_module
-from .stats import STATS, StepSnapshot, layer_stats, layer_tensors, take_snapshot
+from .stats import STATS, StepSnapshot, layer_histograms, layer_stats, take_snapshot
 
 HISTOGRAM_FACTOR = 10  # histograms cost far more than scalars: by default 10x rarer
 
@@ -244,9 +244,19 @@ class OptimizerStatsMonitor(Callback, pl.Callback):
         self._logger.log_metrics(metrics, step=snap.step)
         if histograms:
             writer = self._logger.experiment
-            for kind, per_layer in layer_tensors(snap, states).items():
-                for layer, values in per_layer.items():
-                    writer.add_histogram(f"{kind}/{layer}", values, snap.step)
+            for kind, per_layer in layer_histograms(snap, states).items():
+                for layer, h in per_layer.items():
+                    writer.add_histogram_raw(
+                        f"{kind}/{layer}",
+                        h.min,
+                        h.max,
+                        h.num,
+                        h.sum,
+                        h.sum_squares,
+                        h.limits,
+                        h.counts,
+                        snap.step,
+                    )
 
     # ------------------------------------------------------------------------------ end
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .histograms import BINS, Histogram, histogram
+
 # The chapter's state names first, then torch.optim's names for the same running averages, so
 # the monitor reads torch's Adam, SGD and RMSprop as well as AccelOptimizer.
 GRAD_AVG_KEYS = ("grad_avg", "exp_avg", "momentum_buffer")
@@ -48,16 +50,22 @@ class StepSnapshot:
     grad_sq_norms: Tensor  # squared L2 norm of each parameter's gradient
     weights: list[Tensor] | None  # copies of the parameters before the step
     weight_sq_norms: Tensor | None = None  # squared L2 norm of each parameter before the step
-    undone: bool = False  # `weights` now hold w_before - w_after (see `undo_updates`)
+    _state: str = "weights"  # what `weights` holds now: "weights", "undo" or "updates"
 
     def undo_updates(self) -> list[Tensor]:
-        """``w_before - w_after`` per parameter, computed in place of the copies (no new memory).
-
-        The negated update: its norms are the update's norms; histograms flip the sign back.
-        """
-        if not self.undone:
+        """``w_before - w_after`` per parameter (or the updates themselves, if already asked
+        for), computed in place of the copies: norms do not care about the sign."""
+        if self._state == "weights":
             torch._foreach_sub_(self.weights, [p.detach() for p in self.params])
-            self.undone = True
+            self._state = "undo"
+        return self.weights
+
+    def updates(self) -> list[Tensor]:
+        """``w_after - w_before`` per parameter, in place of the copies."""
+        self.undo_updates()
+        if self._state == "undo":
+            torch._foreach_neg_(self.weights)
+            self._state = "updates"
         return self.weights
 
 
@@ -190,20 +198,26 @@ def layer_stats(snapshot: StepSnapshot, states: Sequence[dict]) -> dict[str, dic
     return result
 
 
-def layer_tensors(snapshot: StepSnapshot, states: Sequence[dict]) -> dict[str, dict[str, Tensor]]:
-    """The element values behind the statistics, per layer, for histograms after the step."""
-    n = len(snapshot.layer_names)
+def layer_histograms(
+    snapshot: StepSnapshot, states: Sequence[dict], bins: int = BINS
+) -> dict[str, dict[str, Histogram]]:
+    """Histograms, per layer, of the values behind the statistics, after the step.
+
+    Kinds: ``grad``, ``update`` (needs the weight copy), ``grad_avg`` and ``sqr_avg_sqrt``.
+    """
+    per_kind: dict[str, list[list[Tensor]]] = {}
     ids = snapshot.layer_ids.tolist()
-    pieces: dict[str, list[list[Tensor]]] = {}
+    n = len(snapshot.layer_names)
 
     def add(kind: str, i: int, tensor: Tensor) -> None:
-        pieces.setdefault(kind, [[] for _ in range(n)])[ids[i]].append(tensor.detach().flatten())
+        per_kind.setdefault(kind, [[] for _ in range(n)])[ids[i]].append(tensor)
 
+    updates = snapshot.updates() if snapshot.weights is not None else None
     for i, (p, state) in enumerate(zip(snapshot.params, states)):
         if p.grad is not None:
             add("grad", i, p.grad)
-        if snapshot.weights is not None:
-            add("update", i, -snapshot.undo_updates()[i])
+        if updates is not None:
+            add("update", i, updates[i])
         avg = _state_tensor(state, GRAD_AVG_KEYS)
         if avg is not None:
             add("grad_avg", i, avg)
@@ -212,9 +226,9 @@ def layer_tensors(snapshot: StepSnapshot, states: Sequence[dict]) -> dict[str, d
             add("sqr_avg_sqrt", i, sqr.float().sqrt())
     return {
         kind: {
-            snapshot.layer_names[j]: torch.cat(parts).float().cpu()
-            for j, parts in enumerate(per_layer)
-            if parts
+            snapshot.layer_names[j]: histogram(tensors, bins)
+            for j, tensors in enumerate(per_layer)
+            if tensors
         }
-        for kind, per_layer in pieces.items()
+        for kind, per_layer in per_kind.items()
     }

@@ -2,11 +2,12 @@
 
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lightning_accel.monitor.stats import layer_stats, layer_tensors, take_snapshot
+from lightning_accel.monitor.stats import layer_histograms, layer_stats, take_snapshot
 
 
 def _norm(tensors):
@@ -106,14 +107,20 @@ def test_snapshot_without_weights_skips_the_update_statistics():
     assert set(stats) == {"grad_norm"}
 
 
-def test_layer_tensors_concatenate_the_elements_of_a_layer():
+def test_layer_histograms_cover_every_element_of_a_layer():
     a, b = torch.nn.Parameter(torch.ones(2, 2)), torch.nn.Parameter(torch.ones(3))
     a.grad, b.grad = torch.full((2, 2), 2.0), torch.full((3,), 3.0)
     snap = take_snapshot(0, [a, b], ["conv"], [0, 0], [0.1, 0.1])
     with torch.no_grad():
         a.sub_(0.5)
-    tensors = layer_tensors(snap, [{"sqr_avg": torch.full((2, 2), 4.0)}, {}])
-    assert tensors["grad"]["conv"].tolist() == [2.0] * 4 + [3.0] * 3
-    assert tensors["update"]["conv"].tolist() == [-0.5] * 4 + [0.0] * 3
-    assert tensors["sqr_avg_sqrt"]["conv"].tolist() == [2.0] * 4
-    assert "grad_avg" not in tensors
+    stats = layer_stats(snap, [{"sqr_avg": torch.full((2, 2), 4.0)}, {}])  # norms first, as the
+    hists = layer_histograms(snap, [{"sqr_avg": torch.full((2, 2), 4.0)}, {}])  # monitor does
+    grad = hists["grad"]["conv"]
+    assert (grad.num, grad.min, grad.max, grad.sum, grad.sum_squares) == (7, 2.0, 3.0, 17.0, 43.0)
+    assert grad.counts[0] == 4 and grad.counts[-1] == 3 and sum(grad.counts) == 7
+    update = hists["update"]["conv"]  # w_after - w_before: the sign survives the in-place norms
+    assert (update.min, update.max, update.sum) == (-0.5, 0.0, -2.0)
+    assert stats["update_ratio"]["conv"] == pytest.approx(1.0 / math.sqrt(7))
+    sqrt = hists["sqr_avg_sqrt"]["conv"]
+    assert (sqrt.num, sqrt.min, sqrt.max, sqrt.counts) == (4, 2.0, 2.0, [4.0])
+    assert "grad_avg" not in hists

@@ -56,6 +56,10 @@ class OptimizerStatsMonitor(Callback, pl.Callback):
             None reports all of them.
     """
 
+    # In a bridge, run after the other callbacks of an event: gradients are seen once every
+    # callback (clipping, scaling) has had its say, and the step after all of them.
+    order = 100
+
     def __init__(
         self,
         log_every_n_steps: int | None = None,

@@ -354,3 +354,45 @@ def test_a_cancelled_step_in_a_bridge_is_reported_as_no_update(tmp_path):
         deltas = [spy.after[step][n] - spy.before[step][n][0] for n in names]
         weights = [spy.before[step][n][0] for n in names]
         assert ratios[step] == pytest.approx(_norm(deltas) / _norm(weights), rel=1e-4)
+
+
+class TwoOptimizers(TinyRegression):
+    """Manual optimization with one optimizer per layer, as in GAN training."""
+
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        for opt in self.optimizers():
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(self(x), y)
+            self.manual_backward(loss)
+            opt.step()
+
+    def configure_optimizers(self):
+        return [
+            torch.optim.SGD(self.body.parameters(), lr=0.1, momentum=0.9),
+            Adam(self.head.parameters(), lr=0.01),
+        ]
+
+
+def test_several_optimizers_are_told_apart(tmp_path):
+    trainer = pl.Trainer(
+        **trainer_kwargs(tmp_path, log_every_n_steps=1, max_steps=4),
+        logger=TensorBoardLogger(tmp_path, name="two"),
+        callbacks=[OptimizerStatsMonitor(histogram_every_n_steps=0)],
+    )
+    trainer.fit(TwoOptimizers(), tiny_loader())
+    acc = read_events(trainer.logger.log_dir)
+    tags = set(acc.Tags()["scalars"])
+    assert {"hypers/lr/opt0.group0", "hypers/momentum/opt0.group0", "hypers/lr/opt1.group0"} <= tags
+    assert "hypers/mom/opt1.group0" in tags and "hypers/mom/opt0.group0" not in tags
+    # Each optimizer reports the layers it steps, from its own state.
+    assert {"grad_avg_norm/body", "grad_avg_norm/head", "sqr_avg_sqrt_mean/head"} <= tags
+    assert "sqr_avg_sqrt_mean/body" not in tags
+    assert all(v == pytest.approx(0.1) for v in scalars(acc, "hypers/lr/opt0.group0").values())
+    hparams = session_hparams(acc)
+    assert hparams["optimizer0"] == "SGD"
+    assert hparams["optimizer1"].endswith("adam_step")

@@ -354,6 +354,7 @@ class CallbackBridge(pl.Callback):
     # ------------------------------------------------------------------ loop state
     def _reset_loop_state(self) -> None:
         self._active = False  # inside a fit run by this bridge
+        self._sanity = False
         self._fit_open = self._epoch_open = self._train_open = self._valid_open = False
         self._batch_open = self._batch_alive = self._after_batch_due = False
         self._in_train_batch = False
@@ -374,7 +375,15 @@ class CallbackBridge(pl.Callback):
         return self._backward_cancelled or not self.batch_alive
 
     def _live(self, trainer: pl.Trainer) -> bool:
-        return self._active and not trainer.sanity_checking
+        # `_sanity` mirrors trainer.sanity_checking, kept by the sanity-check hooks: this runs in
+        # every hook, and Lightning's property costs several calls each time.
+        return self._active and not self._sanity
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sanity = True
+
+    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sanity = False
 
     @property
     def is_live(self) -> bool:

@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -51,12 +52,21 @@ def generate_imagenette_like(root: Path, n_train: int, n_val: int, presize: int)
     return root
 
 
+def fused_adamw(params, lr: float, weight_decay: float = 0.01) -> torch.optim.Optimizer:
+    """torch's fastest AdamW (one fused kernel), with the hyper-parameters of our Adam recipe."""
+    return torch.optim.AdamW(
+        params, lr=lr, betas=(0.9, 0.99), eps=1e-5, weight_decay=weight_decay, fused=True
+    )
+
+
 class PlainClassifier(pl.LightningModule):
     """The baseline: what a Lightning user writes by hand, with torch.optim.AdamW."""
 
-    def __init__(self, model: nn.Module, lr: float) -> None:
+    def __init__(
+        self, model: nn.Module, lr: float, accel_opt: bool = False, impl: str = "auto"
+    ) -> None:
         super().__init__()
-        self.model, self.lr = model, lr
+        self.model, self.lr, self.accel_opt, self.impl = model, lr, accel_opt, impl
         self.loss_func = nn.CrossEntropyLoss()
 
     def training_step(self, batch, batch_idx):
@@ -72,11 +82,13 @@ class PlainClassifier(pl.LightningModule):
             for name, p in module.named_parameters(recurse=False):
                 norm = isinstance(module, nn.modules.batchnorm._BatchNorm)
                 (no_decay if norm or name == "bias" else decay).append(p)
+        if self.accel_opt:  # decomposition run: our optimizer without the bridge
+            opt = Adam([decay, no_decay], lr=self.lr, impl=self.impl)
+            for p in no_decay:
+                opt.state[p]["do_wd"] = False
+            return opt
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-        # The fused kernel is torch's fastest AdamW: the strongest baseline to measure against.
-        return torch.optim.AdamW(
-            groups, lr=self.lr, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01, fused=True
-        )
+        return fused_adamw(groups, lr=self.lr)
 
 
 class Throughput(pl.Callback):
@@ -114,10 +126,12 @@ def run_once(kind: str, args: argparse.Namespace, data: Path, weights: dict) -> 
     model.load_state_dict(weights)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if kind == "plain":
-        module: pl.LightningModule = PlainClassifier(model, lr=1e-3)
+    if kind in ("plain", "plain+AccelOptimizer"):
+        accel_opt = kind != "plain"
+        module: pl.LightningModule = PlainClassifier(model, 1e-3, accel_opt, args.impl)
     else:
-        module = AccelModule(model, nn.CrossEntropyLoss(), opt_func=Adam, lr=1e-3)
+        opt_func = partial(Adam, impl=args.impl) if kind == "accel" else fused_adamw
+        module = AccelModule(model, nn.CrossEntropyLoss(), opt_func=opt_func, lr=1e-3, wd=0.01)
         _quiet_recorder(module)
     dm = ImagenetteDataModule(
         presize=args.presize,
@@ -184,6 +198,17 @@ def main(argv: list[str] | None = None) -> None:
         help="default: on with CUDA",
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--impl",
+        default="auto",
+        choices=("auto", "per_param", "foreach", "compiled"),
+        help="AccelOptimizer executor (default: auto)",
+    )
+    parser.add_argument(
+        "--decompose",
+        action="store_true",
+        help="also time each half alone: our optimizer without the bridge, the bridge with AdamW",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -196,25 +221,34 @@ def main(argv: list[str] | None = None) -> None:
             data = generate_imagenette_like(Path(tmp) / "data", n_train // 10 + 1, 2, args.presize)
         torch.manual_seed(0)
         weights = vision_model(args.arch, n_out=10).state_dict()
-        rates: dict[str, list[float]] = {"plain": [], "accel": []}
+        kinds = ["plain", "accel"]
+        if args.decompose:
+            kinds += ["plain+AccelOptimizer", "AccelModule+AdamW"]
+        rates: dict[str, list[float]] = {kind: [] for kind in kinds}
         for _ in range(args.repeats):  # alternate, so load changes hit both alike
             for kind in rates:
                 rates[kind].append(run_once(kind, args, data, weights))
                 print(f"{kind}: {rates[kind][-1]:.1f} images/s", file=sys.stderr)
 
-    plain, accel = statistics.median(rates["plain"]), statistics.median(rates["accel"])
+    medians = {kind: statistics.median(values) for kind, values in rates.items()}
     print(
         f"\n{args.arch}, {args.size} px crops from {args.presize} px, batch {args.batch_size}, "
         f"{args.precision}, channels_last={args.channels_last}, {args.steps} timed steps after "
-        f"{args.warmup}, median of {args.repeats} runs each, on {machine()}\n"
+        f"{args.warmup}, median of {args.repeats} runs each, AccelOptimizer impl={args.impl}, "
+        f"on {machine()}\n"
     )
+    labels = {
+        "plain": "Lightning + torch.optim.AdamW (fused)",
+        "accel": "AccelModule + AccelOptimizer Adam",
+        "plain+AccelOptimizer": "Lightning + AccelOptimizer Adam (no bridge)",
+        "AccelModule+AdamW": "AccelModule + torch.optim.AdamW (fused)",
+    }
     print("| contender | images/s (median) | runs | relative |")
     print("|---|---|---|---|")
-    runs_plain = ", ".join(f"{r:.1f}" for r in rates["plain"])
-    runs_accel = ", ".join(f"{r:.1f}" for r in rates["accel"])
-    print(f"| Lightning + torch.optim.AdamW | {plain:.1f} | {runs_plain} | 1.000 |")
-    ratio = accel / plain
-    print(f"| AccelModule + AccelOptimizer Adam | {accel:.1f} | {runs_accel} | {ratio:.3f} |")
+    for kind, values in rates.items():
+        runs = ", ".join(f"{r:.1f}" for r in values)
+        ratio = medians[kind] / medians["plain"]
+        print(f"| {labels[kind]} | {medians[kind]:.1f} | {runs} | {ratio:.3f} |")
 
 
 if __name__ == "__main__":

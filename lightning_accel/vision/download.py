@@ -77,7 +77,8 @@ def is_image_folder(path: Path) -> bool:
     """True when `path` holds `train/` and `val/` folders, each with at least one class folder."""
     path = Path(path)
     return all(
-        (path / split).is_dir() and any(child.is_dir() for child in (path / split).iterdir())
+        (path / split).is_dir()
+        and any(c.is_dir() and not c.name.startswith(".") for c in (path / split).iterdir())
         for split in ("train", "val")
     )
 

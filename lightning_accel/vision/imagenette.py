@@ -42,6 +42,11 @@ def default_num_workers() -> int:
     return max(0, min(8, cpus))
 
 
+def class_folders(folder: Path) -> list[str]:
+    """Sorted class-folder names; hidden folders (`.ipynb_checkpoints`, ...) are not classes."""
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
 def list_images(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
     """(path, label) for every image under `folder/<class>/`, in a stable sorted order."""
     items = []
@@ -70,6 +75,12 @@ class PresizedImages(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         path, label = self.items[index]
+        try:
+            return self._load(path), label
+        except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            raise RuntimeError(f"cannot read image {path}: {exc}") from exc
+
+    def _load(self, path: Path) -> Tensor:
         with Image.open(path) as img:
             # JPEG draft mode decodes at a reduced scale directly: much faster for large images.
             img.draft("RGB", (self.presize, self.presize))
@@ -81,7 +92,7 @@ class PresizedImages(Dataset):
             left, top = self._offset(new_w), self._offset(new_h)
             img = img.crop((left, top, left + self.presize, top + self.presize))
             array = np.asarray(img, dtype=np.uint8)
-        return torch.from_numpy(array.copy()).permute(2, 0, 1), label
+        return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
     def _offset(self, length: int) -> int:
         spare = length - self.presize
@@ -161,8 +172,8 @@ class ImagenetteDataModule(pl.LightningDataModule):
         if self.path is not None:
             return
         path = self.locate()
-        classes = sorted(d.name for d in (path / "train").iterdir() if d.is_dir())
-        val_classes = {d.name for d in (path / "val").iterdir() if d.is_dir()}
+        classes = class_folders(path / "train")
+        val_classes = set(class_folders(path / "val"))
         unknown = sorted(val_classes - set(classes))
         if unknown:
             raise DatasetUnavailableError(

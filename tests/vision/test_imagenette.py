@@ -179,3 +179,19 @@ def test_augmentation_runs_on_the_device_the_batch_is_on(image_folder):
     raw, _ = next(iter(dm.train_dataloader()))
     out = dm.transform_batch(raw.cuda(), training=True)
     assert out.is_cuda and out.shape == (4, 3, 32, 32) and out.dtype == torch.float32
+
+
+def test_hidden_folders_are_not_classes(tmp_path):
+    folder = make_image_folder(tmp_path / "data", n_train=1, n_val=1)
+    (folder / "train" / ".ipynb_checkpoints").mkdir()
+    (folder / "val" / ".ipynb_checkpoints").mkdir()
+    dm = module(folder)
+    dm.setup()
+    assert dm.classes == list(CLASSES)
+
+
+def test_an_unreadable_image_is_named(tmp_path):
+    bad = tmp_path / "broken.JPEG"
+    bad.write_bytes(b"not a jpeg at all")
+    with pytest.raises(RuntimeError, match="broken.JPEG"):
+        PresizedImages([(bad, 0)], presize=16, random_crop=False)[0]

@@ -15,7 +15,7 @@ class EpochTable(Callback):
     """Records the chapter's per-epoch table and sends the same figures to the logger.
 
     Under `chapter/` in TensorBoard: `train_loss` and `lr` per step, `valid_loss` and `accuracy`
-    per epoch (the module's own `train_loss`/`valid_loss` are logged beside them).
+    per epoch (beside what the module and its Recorder log themselves).
 
     `train_loss` is the reference's smoothed loss (debiased moving average, beta 0.98, over the
     whole fit) at the end of the epoch; `valid_loss` and `accuracy` are averages over the whole

@@ -161,3 +161,9 @@ def test_the_published_sources_are_fast_ai_archives():
     assert source.url == "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
     assert source.name == "imagenette2-160" and source.size == 99003388
     assert all(len(s.head_md5) == 32 for s in IMAGENETTE_SOURCES.values())
+
+
+def test_the_download_shows_a_progress_bar(tmp_path, archive, capsys):
+    fetch_dataset(source_for(archive), tmp_path / "cache", progress=True)
+    err = capsys.readouterr().err
+    assert "Downloading mini.tgz" in err and "100%" in err

@@ -195,3 +195,13 @@ def test_an_unreadable_image_is_named(tmp_path):
     bad.write_bytes(b"not a jpeg at all")
     with pytest.raises(RuntimeError, match="broken.JPEG"):
         PresizedImages([(bad, 0)], presize=16, random_crop=False)[0]
+
+
+def test_worker_processes_load_the_same_validation_batches(image_folder):
+    def first_val_batch(workers):
+        dm = module(image_folder, num_workers=workers)
+        dm.setup()
+        return next(iter(dm.val_dataloader()))
+
+    (x0, y0), (x1, y1) = first_val_batch(0), first_val_batch(1)
+    assert torch.equal(x0, x1) and torch.equal(y0, y1)

@@ -316,10 +316,10 @@ def run_compare(config: CompareConfig, echo: Callable[[str], None] = print) -> l
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     config.logdir = Path(config.logdir)
-    config.logdir.mkdir(parents=True, exist_ok=True)
     datamodule = make_datamodule(config)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    config.logdir.mkdir(parents=True, exist_ok=True)  # only once the data is known to be usable
     weights = initial_weights(config, datamodule.num_classes)
     precision = config.precision or default_precision()
     echo(

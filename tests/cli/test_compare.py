@@ -230,6 +230,7 @@ def test_imagenette_offline_ends_with_where_to_put_it(tmp_path, capsys, monkeypa
     argv = ["compare", "--data", "imagenette-160", "--data-dir", str(tmp_path / "cache")]
     err = one_line_error(capsys, [*argv, "--logdir", str(tmp_path / "runs"), "--no-progress-bar"])
     assert "could not download imagenette2-160" in err and str(tmp_path / "cache") in err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_the_module_entry_point_reports_bad_arguments_with_status_2():
@@ -268,3 +269,12 @@ def test_it_runs_under_ddp_with_one_report(tmp_path):
         (row,) = list(csv.DictReader(f))
     assert 0 <= float(row["accuracy"]) <= 1
     assert scalars(logdir / "momentum")["chapter/accuracy"] == [float(row["accuracy"])]
+
+
+def test_a_folder_without_images_ends_with_one_line_and_status_2(tmp_path, capsys):
+    for split in ("train", "val"):
+        (tmp_path / "data" / split / "cats").mkdir(parents=True)
+    argv = ["compare", "--data", str(tmp_path / "data"), "--logdir", str(tmp_path / "runs")]
+    err = one_line_error(capsys, [*argv, "--no-progress-bar"])
+    assert "holds no images" in err and "train" in err
+    assert not (tmp_path / "runs").exists()

@@ -96,9 +96,10 @@ class BatchAugment(nn.Module):
 
     def _affine(self, points: Tensor, x: Tensor) -> Tensor:
         n = x.shape[0]
-        apply = _happens(n, self.p_affine, x)
-        angle = torch.deg2rad(_uniform(n, -self.max_rotate, self.max_rotate, x)) * apply
-        zoom = torch.where(apply, _uniform(n, 1.0, self.max_zoom, x), torch.ones_like(angle))
+        # Rotation and zoom each happen to p_affine of the images, independently, as the reference.
+        rotate, zoom_in = _happens(n, self.p_affine, x), _happens(n, self.p_affine, x)
+        angle = torch.deg2rad(_uniform(n, -self.max_rotate, self.max_rotate, x)) * rotate
+        zoom = torch.where(zoom_in, _uniform(n, 1.0, self.max_zoom, x), torch.ones_like(angle))
         cos, sin = angle.cos() / zoom, angle.sin() / zoom
         matrix = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
         if self.flip:

@@ -104,3 +104,12 @@ def test_normalize_matches_the_formula():
     mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 2.0)
     expected = torch.stack([(x[:, c] - mean[c]) / std[c] for c in range(3)], 1)
     torch.testing.assert_close(normalize(x, mean, std), expected)
+
+
+def test_zoom_samples_a_smaller_centred_region():
+    aug = BatchAugment(8, **{**NO_RANDOMNESS, "max_zoom": 2.0, "p_affine": 1.0})
+    grid = aug.sampling_grid(torch.zeros(200, 1, 8, 8))
+    half_width = grid[..., 0].amax((1, 2)) * 8 / 7  # sample points sit at pixel centres
+    assert float(half_width.min()) >= 0.5 - 1e-5 and float(half_width.max()) <= 1 + 1e-5
+    assert float(half_width.min()) < 0.6 and float(half_width.max()) > 0.9
+    torch.testing.assert_close(grid.mean((1, 2)), torch.zeros(200, 2), atol=1e-5, rtol=0)

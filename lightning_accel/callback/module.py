@@ -201,9 +201,13 @@ class AccelModule(pl.LightningModule):
             return
         # Logged here rather than per batch: every rank gets here, also a rank whose validation a
         # Cancel cut short, so the cross-rank reduction inside `compute()` always pairs up.
-        self.log("valid_loss", self._valid_loss.compute())
-        for name, metric in self.metrics.items():
-            self.log(name, metric.compute())
+        with warnings.catch_warnings():
+            # A cancelled validation may leave a metric without updates on this rank; it must
+            # still take part in compute()'s cross-rank reduction, and nan is the right value.
+            warnings.filterwarnings("ignore", message=r".*was called before the ``update``")
+            self.log("valid_loss", self._valid_loss.compute())
+            for name, metric in self.metrics.items():
+                self.log(name, metric.compute())
 
     def _skipped_loss(self) -> torch.Tensor | None:
         # Returning None makes Lightning skip backward and step, but Lightning forbids it under

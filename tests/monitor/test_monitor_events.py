@@ -396,3 +396,39 @@ def test_several_optimizers_are_told_apart(tmp_path):
     hparams = session_hparams(acc)
     assert hparams["optimizer0"] == "SGD"
     assert hparams["optimizer1"].endswith("adam_step")
+
+
+@pytest.mark.parametrize(
+    "kwargs, metrics",
+    [({"hparam_metrics": ("train_loss",)}, ["final/train_loss"]), ({"hparam_metrics": ()}, [])],
+)
+def test_hparam_metrics_choose_the_final_metrics(tmp_path, kwargs, metrics):
+    trainer = pl.Trainer(
+        **trainer_kwargs(tmp_path, log_every_n_steps=4),
+        logger=TensorBoardLogger(tmp_path, name="hp"),
+        callbacks=[OptimizerStatsMonitor(hparams={"seed": 0, "note": None}, **kwargs)],
+    )
+    trainer.fit(TinyRegression(), tiny_loader())
+    acc = read_events(trainer.logger.log_dir)
+    assert set(acc.PluginTagToContent("hparams")) == {
+        "_hparams_/experiment",
+        "_hparams_/session_start_info",
+        "_hparams_/session_end_info",
+    }
+    assert experiment_metrics(acc) == metrics
+    hparams = session_hparams(acc)
+    assert hparams["seed"] == 0 and hparams["note"] == "None"
+    assert hparams["optimizer"] == "Adam" and hparams["optimizer.betas.1"] == pytest.approx(0.999)
+
+
+def test_without_log_hparams_no_session_is_written(tmp_path):
+    trainer = pl.Trainer(
+        **trainer_kwargs(tmp_path, log_every_n_steps=4),
+        logger=TensorBoardLogger(tmp_path, name="nohp", default_hp_metric=False),
+        callbacks=[OptimizerStatsMonitor(log_hparams=False)],
+    )
+    trainer.fit(TinyRegression(), tiny_loader())
+    acc = read_events(trainer.logger.log_dir)
+    with pytest.raises(KeyError):  # no summary of TensorBoard's hparams plugin at all
+        acc.PluginTagToContent("hparams")
+    assert "final/train_loss" not in acc.Tags()["scalars"]

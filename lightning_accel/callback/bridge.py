@@ -360,6 +360,7 @@ class CallbackBridge(pl.Callback):
         self._in_train_batch = False
         self._backward_cancelled = self._step_cancelled = self._skip_step = False
         self._step_emitted = self._backward_ran = False
+        self._saved_grads: list | None = None
         self._stop_eval = False
         self._pending = self._closed = 0
         self._saved_val_check_batch: Any = None
@@ -516,17 +517,34 @@ class CallbackBridge(pl.Callback):
         if not self._live(trainer):
             return
         self._backward_ran = True
-        if not self.batch_alive:
-            return
-        if not _is_accel(pl_module):
-            # A plain module has no after_loss: show the loss as the chapter defines it.
-            self.learn.loss = loss.detach() * trainer.accumulate_grad_batches
-        self._emit("before_backward")
+        plain = not _is_accel(pl_module)
+        if self.batch_alive:
+            if plain:
+                # A plain module has no after_loss: show the loss as the chapter defines it.
+                self.learn.loss = loss.detach() * trainer.accumulate_grad_batches
+            self._emit("before_backward")
+        if plain and self.backward_cancelled and not self._distributed():
+            # A plain module's backward cannot be stopped from a callback: keep the gradients as
+            # they are now and put them back after it, so the cancelled backward has no effect.
+            # (Under DDP the all-reduce has already mixed them into every rank's: not undoable.)
+            self._saved_grads = [
+                (p, None if p.grad is None else p.grad.clone())
+                for p in pl_module.parameters()
+                if p.requires_grad
+            ]
+
+    def _restore_grads(self) -> None:
+        for p, grad in self._saved_grads or ():
+            p.grad = grad
+        self._saved_grads = None
 
     def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._live(trainer) or not self.batch_alive:
+        if not self._live(trainer):
             return
-        self._emit("after_backward")
+        if self._saved_grads is not None:
+            self._restore_grads()
+        if self.batch_alive:
+            self._emit("after_backward")
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer

@@ -10,12 +10,13 @@ from __future__ import annotations
 import copy
 import os
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
-from lightning_accel.callback import AccelModule
+from lightning_accel.callback import AccelModule, CallbackBridge
 from lightning_accel.callback.events import EVENTS
 from lightning_accel.optim.recipes import SGD
 
@@ -42,7 +43,11 @@ CONFIGS = {
     "torch-sgd": ({"opt_func": torch.optim.SGD}, {}, 1, 1e-6),
     "fp16-scaler": ({}, _fp16_with_scaler, 1, 3e-2),
     "fp16-scaler-torch-sgd": ({"opt_func": torch.optim.SGD}, _fp16_with_scaler, 1, 3e-2),
+    # A plain LightningModule: no after_pred/after_loss, so no raising there.
+    "plain-module": ("plain", {}, 1, 1e-6),
+    "plain-module-accumulate-2": ("plain", {"accumulate_grad_batches": 2}, 2, 1e-6),
 }
+PLAIN_MISSING = ("after_pred", "after_loss")
 
 
 def _cases(accumulate: int):
@@ -64,10 +69,12 @@ def _cases(accumulate: int):
 
 def _params():
     params = []
-    for config, (_, _, accumulate, _) in CONFIGS.items():
+    for config, (module_kwargs, _, accumulate, _) in CONFIGS.items():
         allowed, _ = _cases(accumulate)
         # The full matrix once; every third case for the variants, to keep the suite fast.
-        chosen = allowed if config == "accel-sgd" or FULL else allowed[::3]
+        if module_kwargs == "plain":
+            allowed = [c for c in allowed if c[1] not in PLAIN_MISSING]
+        chosen = allowed if config in ("accel-sgd", "plain-module") or FULL else allowed[::3]
         params += [
             pytest.param(config, *case, id=f"{config}-{case[0]}-{case[1]}") for case in chosen
         ]
@@ -94,7 +101,32 @@ def expected_weights(model: nn.Module, reference: Reference, accumulate: int) ->
     return model
 
 
+class PlainModule(pl.LightningModule):
+    """A LightningModule of its own (no AccelModule): the bridge sits in the Trainer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = nn.Linear(3, 1)
+
+    def training_step(self, batch, batch_idx):
+        return nn.functional.mse_loss(self.model(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        return nn.functional.mse_loss(self.model(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=LR)
+
+
 def fit_with(tmp_path, log: EventLog, module_kwargs=None, **trainer_kwargs) -> AccelModule:
+    if module_kwargs == "plain":
+        module = PlainModule()
+        train_dl, valid_dl = loaders(N_TRAIN, N_VALID)
+        trainer = make_trainer(
+            tmp_path, max_epochs=N_EPOCH, callbacks=[CallbackBridge(log)], **trainer_kwargs
+        )
+        trainer.fit(module, train_dl, valid_dl)
+        return module
     module_kwargs = {"opt_func": SGD, **(module_kwargs or {})}
     module = AccelModule(nn.Linear(3, 1), nn.functional.mse_loss, lr=LR, cbs=[log], **module_kwargs)
     train_dl, valid_dl = loaders(N_TRAIN, N_VALID)
@@ -114,7 +146,10 @@ def test_cancel_follows_the_chapter(tmp_path, config, kind, when, at):
     start = copy.deepcopy(nn.Linear(3, 1))
     torch.manual_seed(0)
     module = fit_with(tmp_path, log, module_kwargs, **trainer_kwargs)
-    assert log.seq == reference.seq
+    if module_kwargs == "plain":
+        assert log.seq == [e for e in reference.seq if e not in PLAIN_MISSING]
+    else:
+        assert log.seq == reference.seq
     want = expected_weights(start, reference, accumulate)
     for got, exp in zip(module.model.parameters(), want.parameters()):
         torch.testing.assert_close(got, exp, atol=tol, rtol=tol)

@@ -16,7 +16,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_accel.callback import AccelModule
+from lightning_accel.callback import AccelModule, CallbackBridge
 from lightning_accel.optim.recipes import SGD
 
 from .helpers import CANCELS, EventLog
@@ -38,7 +38,26 @@ SCENARIOS = {
     "fit-after_validate": (0, "fit", "after_validate", 0, 1),
     "batch-after_backward-acc2": (0, "batch", "after_backward", 0, 2),
     "step-before_step-acc2": (1, "step", "before_step", 0, 2),
+    # A plain LightningModule with the bridge in the Trainer's callbacks.
+    "plain-batch-before_batch": (1, "batch", "before_batch", 2, 1),
+    "plain-train-after_backward": (0, "train", "after_backward", 1, 1),
 }
+PLAIN = {name for name in SCENARIOS if name.startswith("plain-")}
+
+
+class PlainModule(pl.LightningModule):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def training_step(self, batch, batch_idx):
+        return nn.functional.mse_loss(self.model(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        return nn.functional.mse_loss(self.model(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=LR)
 
 
 def data() -> tuple[TensorDataset, TensorDataset]:
@@ -54,7 +73,15 @@ def run(name: str, out: str) -> None:
     train, valid = data()
     torch.manual_seed(0)
     model = nn.Linear(3, 1)
+    log = EventLog()
+    if name in PLAIN:
+        module: pl.LightningModule = PlainModule(model)
+        callbacks = [CallbackBridge(log)]
+    else:
+        module = AccelModule(model, nn.functional.mse_loss, opt_func=SGD, lr=LR, cbs=[log])
+        callbacks = []
     trainer = pl.Trainer(
+        callbacks=callbacks,
         max_epochs=N_EPOCH,
         accelerator="cpu",
         devices=2,
@@ -68,9 +95,9 @@ def run(name: str, out: str) -> None:
         default_root_dir=out,
     )
     rank = trainer.global_rank
-    log = EventLog(CANCELS[kind], when, at) if kind and rank == rank_raising else EventLog()
-    module = AccelModule(model, nn.functional.mse_loss, opt_func=SGD, lr=LR, cbs=[log])
-    module.bridge.learn.recorder.print_table = False
+    if kind and rank == rank_raising:
+        log.exc, log.when, log.at = CANCELS[kind], when, at
+    log.learn.recorder.print_table = False
     trainer.fit(module, DataLoader(train, batch_size=BS), DataLoader(valid, batch_size=BS))
     result = {
         "seq": log.seq,

@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress-bar", action="store_true", help="hide Lightning's progress bars"
     )
     compare.add_argument(
+        "--monitor-every",
+        type=_non_negative_int,
+        default=10,
+        help="log the optimizer's internals to TensorBoard every N steps (0: off; default: 10)",
+    )
+    compare.add_argument(
         "--threads",
         type=_positive_int,
         help="torch CPU threads (default: torch's choice; 1 is much faster on a CPU that other "
@@ -162,6 +168,7 @@ def _config(args: argparse.Namespace):
         channels_last=args.channels_last,
         data_dir=args.data_dir,
         threads=args.threads,
+        monitor_every=args.monitor_every,
     )
 
 

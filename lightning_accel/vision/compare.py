@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
 from ..callback.module import AccelModule
+from ..monitor.callback import OptimizerStatsMonitor
 from ..train.fit import fit, fit_one_cycle
 from ..train.lr_finder import lr_find
 from ..train.suggestions import minimum, steep, valley
@@ -74,6 +75,7 @@ class CompareConfig:
     channels_last: bool = False
     data_dir: Path | None = None
     threads: int | None = None
+    monitor_every: int = 10
     extra_trainer_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -95,6 +97,8 @@ class CompareConfig:
                 raise CompareError(f"{option} must be a positive integer, got {value}")
         if self.num_workers is not None and self.num_workers < 0:
             raise CompareError(f"--num-workers must be 0 or more, got {self.num_workers}")
+        if self.monitor_every < 0:
+            raise CompareError(f"--monitor-every must be 0 (off) or more, got {self.monitor_every}")
         if self.data not in NAMED_DATA and not is_image_folder(Path(self.data)):
             raise CompareError(
                 f"--data: {self.data!r} is neither one of {', '.join(NAMED_DATA)} nor a folder "
@@ -232,6 +236,15 @@ def _module(recipe: Recipe, model: nn.Module) -> AccelModule:
     return module
 
 
+def _monitor(recipe: Recipe, config: CompareConfig) -> OptimizerStatsMonitor:
+    """The optimizer's internals for TensorBoard, and the recipe in the HParams tab."""
+    return OptimizerStatsMonitor(
+        log_every_n_steps=config.monitor_every,
+        histogram_every_n_steps=10 * config.monitor_every,
+        hparams={"recipe": recipe.name, "lr": recipe.lr, "data": config.data, "seed": config.seed},
+    )
+
+
 def run_recipe(
     recipe: Recipe,
     config: CompareConfig,
@@ -244,15 +257,18 @@ def run_recipe(
     table = EpochTable()
     logger = TensorBoardLogger(config.logdir, name=recipe.name, version="", default_hp_metric=False)
     kwargs = _trainer_kwargs(config, logger)
+    cbs: list[Any] = [table]
+    if config.monitor_every:
+        cbs.append(_monitor(recipe, config))
     pl.seed_everything(config.seed, verbose=False)  # same augmentation and dropout draws
     start = time.perf_counter()
     if recipe.one_cycle:
         moms = {} if recipe.moms is None else {"moms": recipe.moms}
         fit_one_cycle(
-            module, config.epochs, recipe.lr, datamodule=datamodule, cbs=[table], **moms, **kwargs
+            module, config.epochs, recipe.lr, datamodule=datamodule, cbs=cbs, **moms, **kwargs
         )
     else:
-        fit(module, config.epochs, recipe.lr, datamodule=datamodule, cbs=[table], **kwargs)
+        fit(module, config.epochs, recipe.lr, datamodule=datamodule, cbs=cbs, **kwargs)
     seconds = time.perf_counter() - start
     logger.finalize("success")
     return RecipeResult(

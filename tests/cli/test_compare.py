@@ -62,7 +62,7 @@ def digits_run(tmp_path_factory):
     """One full `compare` on digits, shared by the tests that read its output and files."""
     logdir = tmp_path_factory.mktemp("compare") / "runs"
     argv = ["compare", "--epochs", "2", "--batch-size", "16", "--size", "16"]
-    argv += ["--lr-find-iters", "8", "--logdir", str(logdir), *QUICK]
+    argv += ["--lr-find-iters", "8", "--monitor-every", "1", "--logdir", str(logdir), *QUICK]
     out = io.StringIO()
     with redirect_stdout(out):
         status = main(argv)
@@ -122,6 +122,8 @@ def test_one_tensorboard_run_per_recipe_holds_the_same_figures(digits_run):
         assert len(values["chapter/valid_loss"]) == 2
         assert len(values["chapter/train_loss"]) == 4  # 2 epochs x 2 batches, smoothed
         assert all(math.isfinite(v) and v > 0 for v in values["chapter/lr"])
+        # The optimizer monitor rides along: its hyper-parameter curve is the scheduled lr.
+        assert values["hypers/lr/group0"] == pytest.approx(values["chapter/lr"], rel=1e-6)
 
 
 def test_the_loss_plots_are_written(digits_run):
@@ -196,6 +198,7 @@ def parse_error(capsys, argv) -> str:
         (["--epochs", "0"], "--epochs: expected a positive integer, got 0"),
         (["--batch-size", "x"], "--batch-size: expected a positive integer, got 'x'"),
         (["--num-workers", "-1"], "--num-workers: expected an integer >= 0, got -1"),
+        (["--monitor-every", "-1"], "--monitor-every: expected an integer >= 0, got -1"),
     ],
 )
 def test_malformed_options_end_with_one_line_and_status_2(capsys, argv, expected):

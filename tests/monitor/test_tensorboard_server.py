@@ -13,7 +13,6 @@ import urllib.request
 
 import pytest
 
-from lightning_accel.monitor import OptimizerStatsMonitor
 from lightning_accel.vision.compare import CompareConfig, run_compare
 
 START_TIMEOUT_S = 90  # a cold start imports TensorFlow-free TensorBoard: seconds, bounded
@@ -48,7 +47,7 @@ def _wait_for(predicate, timeout_s: float, what: str):
 
 @pytest.fixture
 def compare_logdir(tmp_path):
-    """A tiny `lightning-accel compare` (SGD and Adam), with the monitor in every recipe's fit."""
+    """A tiny `lightning-accel compare` (SGD and Adam); compare puts the monitor in every fit."""
     config = CompareConfig(
         arch="resnet18",
         epochs=1,
@@ -61,7 +60,7 @@ def compare_logdir(tmp_path):
         accelerator="cpu",
         precision="32-true",
         logdir=tmp_path / "compare",
-        extra_trainer_kwargs={"callbacks": [OptimizerStatsMonitor(log_every_n_steps=1)]},
+        monitor_every=1,
     )
     run_compare(config, echo=lambda text: None)
     return config.logdir
@@ -106,7 +105,7 @@ def test_a_live_tensorboard_serves_the_runs_tags_and_hparams(compare_logdir):
 
         experiment = _request(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
         hparam_names = {info["name"] for info in experiment["hparamInfos"]}
-        assert {"optimizer", "optimizer.lr", "max_epochs"} <= hparam_names
+        assert {"optimizer", "optimizer.lr", "max_epochs", "recipe"} <= hparam_names
         metric_tags = {info["name"]["tag"] for info in experiment["metricInfos"]}
         # The final value of each of the trainer's callback_metrics (AccelModule: valid_loss).
         assert "final/valid_loss" in metric_tags

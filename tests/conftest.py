@@ -1,6 +1,7 @@
 """Suite-wide settings: quiet, deterministic, single-threaded torch per test worker."""
 
 import os
+import socket
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -15,3 +16,11 @@ torch.set_num_threads(1)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A localhost port nobody listens on now (for servers and DDP rendezvous started by tests)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -3,6 +3,7 @@
 import csv
 import io
 import math
+import os
 import re
 import subprocess
 import sys
@@ -250,7 +251,7 @@ def test_the_module_entry_point_reports_bad_arguments_with_status_2():
     ]
 
 
-def test_it_runs_under_ddp_with_one_report(tmp_path):
+def test_it_runs_under_ddp_with_one_report(tmp_path, free_port):
     # Lightning relaunches the command itself for rank 1: a real 2-process gloo run.
     logdir = tmp_path / "runs"
     argv = ["compare", "--devices", "2", "--accelerator", "cpu", "--recipes", "momentum"]
@@ -262,6 +263,8 @@ def test_it_runs_under_ddp_with_one_report(tmp_path):
         text=True,
         timeout=300,
         cwd=tmp_path,
+        # Its own rendezvous port, whatever DDP tests in other workers or earlier in this one set.
+        env={**os.environ, "MASTER_PORT": str(free_port)},
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]

@@ -4,7 +4,6 @@ and the HParams experiment, read through its HTTP data API."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -16,12 +15,6 @@ import pytest
 from lightning_accel.vision.compare import CompareConfig, run_compare
 
 START_TIMEOUT_S = 90  # a cold start imports TensorFlow-free TensorBoard: seconds, bounded
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _request(url: str, body: dict | None = None):
@@ -67,8 +60,8 @@ def compare_logdir(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_live_tensorboard_serves_the_runs_tags_and_hparams(compare_logdir):
-    port = _free_port()
+def test_a_live_tensorboard_serves_the_runs_tags_and_hparams(compare_logdir, free_port):
+    port = free_port
     command = [
         sys.executable,
         "-m",

@@ -338,9 +338,10 @@ def run_compare(config: CompareConfig, echo: Callable[[str], None] = print) -> l
     config.logdir.mkdir(parents=True, exist_ok=True)  # only once the data is known to be usable
     weights = initial_weights(config, datamodule.num_classes)
     precision = config.precision or default_precision()
+    epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
     echo(
         f"Comparing {', '.join(config.recipes)} on {config.data} ({datamodule.num_classes} "
-        f"classes), {config.arch} from scratch, {config.epochs} epochs, precision {precision}, "
+        f"classes), {config.arch} from scratch, {epochs}, precision {precision}, "
         f"seed {config.seed}; logs in {config.logdir}"
     )
     results = []

@@ -32,8 +32,8 @@ def _run(
     policy: Any,
     datamodule: pl.LightningDataModule | None,
     cbs: Iterable[Callback] | None,
-    fit_kwargs: dict[str, Any],
     trainer_kwargs: dict[str, Any],
+    **fit_kwargs: Any,
 ) -> pl.Trainer:
     _check_epochs(n_epoch)
     if "max_epochs" in trainer_kwargs:
@@ -75,15 +75,16 @@ def fit(
 ) -> pl.Trainer:
     """Train for `n_epoch` epochs at a constant `lr` (the optimizer's own when None)."""
     policy = ConstantPolicy(lr=lr, wd=wd) if (lr is not None or wd is not None) else None
-    loaders = dict(train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders)
     return _run(
         module,
         n_epoch,
         policy,
         datamodule,
         cbs,
-        {**loaders, "ckpt_path": ckpt_path},
         trainer_kwargs,
+        train_dataloaders=train_dataloaders,
+        val_dataloaders=val_dataloaders,
+        ckpt_path=ckpt_path,
     )
 
 
@@ -110,15 +111,16 @@ def fit_one_cycle(
     policy = OneCyclePolicy(
         lr_max=lr_max, div=div, div_final=div_final, pct_start=pct_start, moms=moms, wd=wd
     )
-    loaders = dict(train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders)
     return _run(
         module,
         n_epoch,
         policy,
         datamodule,
         cbs,
-        {**loaders, "ckpt_path": ckpt_path},
         trainer_kwargs,
+        train_dataloaders=train_dataloaders,
+        val_dataloaders=val_dataloaders,
+        ckpt_path=ckpt_path,
     )
 
 
@@ -139,15 +141,16 @@ def fit_flat_cos(
 ) -> pl.Trainer:
     """Train at a flat `lr` for `pct_start` of the steps, then anneal it to `lr/div_final`."""
     policy = FlatCosPolicy(lr=lr, div_final=div_final, pct_start=pct_start, wd=wd)
-    loaders = dict(train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders)
     return _run(
         module,
         n_epoch,
         policy,
         datamodule,
         cbs,
-        {**loaders, "ckpt_path": ckpt_path},
         trainer_kwargs,
+        train_dataloaders=train_dataloaders,
+        val_dataloaders=val_dataloaders,
+        ckpt_path=ckpt_path,
     )
 
 
@@ -171,13 +174,14 @@ def fit_sgdr(
     policy = SGDRPolicy(
         n_cycles=n_cycles, cycle_len=cycle_len, lr_max=lr_max, cycle_mult=cycle_mult, wd=wd
     )
-    loaders = dict(train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders)
     return _run(
         module,
         policy.n_epoch,
         policy,
         datamodule,
         cbs,
-        {**loaders, "ckpt_path": ckpt_path},
         trainer_kwargs,
+        train_dataloaders=train_dataloaders,
+        val_dataloaders=val_dataloaders,
+        ckpt_path=ckpt_path,
     )

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_accel.callback import AccelModule, Callback
-from lightning_accel.callback.events import EVENTS
+from lightning_accel import AccelModule, Callback
+from lightning_accel.loop.events import EVENTS
 
 BS = 64
 

@@ -25,9 +25,9 @@ from lightning.pytorch.tuner import Tuner  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from lightning_accel.callback.module import AccelModule  # noqa: E402
+from lightning_accel.module import AccelModule  # noqa: E402
 from lightning_accel.optim.recipes import Adam  # noqa: E402
-from lightning_accel.train import fit_one_cycle, lr_find, minimum, slide, steep, valley  # noqa: E402
+from lightning_accel.schedule import fit_one_cycle, lr_find, minimum, slide, steep, valley  # noqa: E402
 
 IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
 QUIET = dict(

@@ -33,7 +33,7 @@ from lightning.pytorch.utilities import grad_norm
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_accel.callback.module import AccelModule
+from lightning_accel.module import AccelModule
 from lightning_accel.monitor import OptimizerStatsMonitor
 from lightning_accel.optim.recipes import Adam
 from lightning_accel.vision import vision_model

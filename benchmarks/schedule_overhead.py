@@ -18,8 +18,8 @@ from types import SimpleNamespace
 import torch
 
 from lightning_accel.optim.recipes import SGD
-from lightning_accel.train.policies import OneCyclePolicy
-from lightning_accel.train.scheduling import HyperScheduling
+from lightning_accel.schedule.hyper_scheduling import HyperScheduling
+from lightning_accel.schedule.policies import OneCyclePolicy
 
 STEPS = 1000
 

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from lightning_accel.callback.module import AccelModule
+from lightning_accel.module import AccelModule
 from lightning_accel.optim.recipes import Adam
 from lightning_accel.vision.imagenette import ImagenetteDataModule
 from lightning_accel.vision.models import vision_model

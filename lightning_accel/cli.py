@@ -43,7 +43,7 @@ def _devices(text: str) -> int | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .vision.compare import NAMED_DATA, RECIPES
+    from .compare.runner import NAMED_DATA, RECIPES
 
     parser = _Parser(
         prog="lightning-accel",
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace):
-    from .vision.compare import CompareConfig
+    from .compare.runner import CompareConfig
 
     recipes = tuple(name.strip() for name in args.recipes.split(",") if name.strip())
     logdir = args.logdir or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `lightning-accel` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .vision.compare import CompareError, run_compare
+    from .compare.runner import CompareError, run_compare
     from .vision.download import DatasetUnavailableError
 
     try:

@@ -1,5 +1,5 @@
 """Inspection of the optimizer in TensorBoard."""
 
-from .callback import OptimizerStatsMonitor
+from .stats_monitor import OptimizerStatsMonitor
 
 __all__: list[str] = ["OptimizerStatsMonitor"]

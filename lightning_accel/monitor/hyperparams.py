@@ -9,7 +9,7 @@ from typing import Any
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ..optim.core import callback_name
+from ..optim.optimizer import callback_name
 
 
 def _scalar(value: Any) -> float | None:

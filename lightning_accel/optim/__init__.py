@@ -2,8 +2,8 @@
 
 from .callbacks import *  # noqa: F403
 from .callbacks import __all__ as _callbacks_all
-from .core import AccelOptimizer
 from .lookahead import Lookahead
+from .optimizer import AccelOptimizer
 from .recipes import SGD, Adam, Lamb, Larc, QHAdam, RAdam, RMSProp, ranger
 
 __all__: list[str] = [

@@ -25,8 +25,8 @@ from .callbacks import (
     step_stat,
     weight_decay,
 )
-from .core import AccelOptimizer
 from .lookahead import Lookahead
+from .optimizer import AccelOptimizer
 
 
 def _decay(decouple_wd: bool) -> list:

@@ -16,7 +16,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_accel.callback import AccelModule, CallbackBridge
+from lightning_accel import AccelModule, CallbackBridge
 from lightning_accel.optim.recipes import SGD
 
 from .helpers import CANCELS, EventLog

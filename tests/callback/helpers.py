@@ -8,8 +8,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_accel.callback import Callback
-from lightning_accel.callback.events import (
+from lightning_accel import Callback
+from lightning_accel.loop.events import (
     ALL_EVENTS,
     CancelBackwardException,
     CancelBatchException,

@@ -16,8 +16,8 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
-from lightning_accel.callback import AccelModule, CallbackBridge
-from lightning_accel.callback.events import EVENTS
+from lightning_accel import AccelModule, CallbackBridge
+from lightning_accel.loop.events import EVENTS
 from lightning_accel.optim.recipes import SGD
 
 from .helpers import CANCELS, Escaped, EventLog, Reference, count, loaders, make_trainer

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lightning_accel.callback import (
+from lightning_accel import (
     Callback,
     CallbackBridge,
     CancelBatchException,
@@ -17,7 +17,7 @@ from lightning_accel.callback import (
     event,
     sort_callbacks,
 )
-from lightning_accel.callback.events import ALL_EVENTS, CANCEL_EVENTS, EVENTS
+from lightning_accel.loop.events import ALL_EVENTS, CANCEL_EVENTS, EVENTS
 
 
 def test_event_namespace_holds_every_event_name():
@@ -28,7 +28,7 @@ def test_event_namespace_holds_every_event_name():
 
 
 def test_cancel_exceptions_are_distinct_exceptions():
-    from lightning_accel.callback import events
+    from lightning_accel.loop import events
 
     names = [n for n in events.__all__ if n.startswith("Cancel") and n != "CancelException"]
     assert len(names) == 7

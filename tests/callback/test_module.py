@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
-from lightning_accel.callback import AccelModule, Callback
-from lightning_accel.optim.core import AccelOptimizer
+from lightning_accel import AccelModule, Callback
+from lightning_accel.optim.optimizer import AccelOptimizer
 from lightning_accel.optim.recipes import SGD
 
 from .helpers import loaders, make_trainer

@@ -11,8 +11,8 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torchmetrics.regression import MeanAbsoluteError
 
-from lightning_accel.callback import AccelModule, Callback, Recorder
-from lightning_accel.callback.recorder import SmoothLoss
+from lightning_accel import AccelModule, Callback, Recorder
+from lightning_accel.callbacks.recorder import SmoothLoss
 from lightning_accel.optim.recipes import SGD
 
 from .helpers import loaders, make_trainer

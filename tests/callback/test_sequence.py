@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
-from lightning_accel.callback import (
+from lightning_accel import (
     AccelModule,
     Callback,
     CallbackBridge,

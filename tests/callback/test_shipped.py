@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_accel.callback import (
+from lightning_accel import (
     AccelModule,
     Callback,
     CancelFitException,

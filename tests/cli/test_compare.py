@@ -16,8 +16,8 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_accel.cli import main
+from lightning_accel.compare.runner import RECIPES, CompareConfig, run_compare
 from lightning_accel.vision import download
-from lightning_accel.vision.compare import RECIPES, CompareConfig, run_compare
 
 from ..vision.conftest import make_image_folder
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_accel.optim.core import AccelOptimizer
+from lightning_accel.optim.optimizer import AccelOptimizer
 
 from .helpers import load_example, scalars
 

@@ -9,7 +9,7 @@ from lightning_accel.monitor.hyperparams import (
     optimizer_label,
 )
 from lightning_accel.optim.callbacks import adam_step, average_grad, average_sqr_grad, step_stat
-from lightning_accel.optim.core import AccelOptimizer
+from lightning_accel.optim.optimizer import AccelOptimizer
 
 
 def _params():

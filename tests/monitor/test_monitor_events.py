@@ -10,14 +10,14 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from lightning_accel.callback.bridge import CallbackBridge
-from lightning_accel.callback.core import Callback
-from lightning_accel.callback.events import CancelStepException
-from lightning_accel.callback.module import AccelModule
+from lightning_accel.lightning.bridge import CallbackBridge
+from lightning_accel.loop.callback import Callback
+from lightning_accel.loop.events import CancelStepException
+from lightning_accel.module import AccelModule
 from lightning_accel.monitor import OptimizerStatsMonitor
 from lightning_accel.monitor.layers import matching
 from lightning_accel.optim.recipes import Adam, Lamb
-from lightning_accel.train.fit import fit_one_cycle
+from lightning_accel.schedule.fit import fit_one_cycle
 
 from .helpers import (
     TinyRegression,
@@ -246,7 +246,7 @@ def test_without_tensorboard_it_warns_and_writes_nothing(tmp_path, logger, found
 
 def test_log_only_steps_take_a_snapshot(tmp_path, monkeypatch):
     """Steps it does not log do no work: no weight copies, no norms."""
-    import lightning_accel.monitor.callback as callback_module
+    import lightning_accel.monitor.stats_monitor as callback_module
 
     taken = []
     real = callback_module.take_snapshot

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from lightning_accel.optim import callbacks as cbs_mod
 from lightning_accel.optim import execution, recipes
-from lightning_accel.optim.core import AccelOptimizer
 from lightning_accel.optim.execution import (
     foreach_form,
     resolve_executor,
@@ -27,6 +26,7 @@ from lightning_accel.optim.execution import (
     run_per_param,
 )
 from lightning_accel.optim.foreach import FOREACH_FORMS
+from lightning_accel.optim.optimizer import AccelOptimizer
 
 SHAPES = [(3, 4), (5,), (2, 3, 2), (1,), (7,)]
 NO_GRAD_EVERY = 3  # parameter 3 has no gradient on every third step

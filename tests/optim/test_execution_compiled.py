@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_accel.optim import compiled, recipes
 from lightning_accel.optim.callbacks import sgd_step
 from lightning_accel.optim.compiled import CompiledExecutor, compile_unavailable_reason
-from lightning_accel.optim.core import AccelOptimizer
+from lightning_accel.optim.optimizer import AccelOptimizer
 
 from .test_execution import LOOSE, RECIPES, SHAPES, assert_same_run, trajectory
 

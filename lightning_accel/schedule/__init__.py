@@ -3,7 +3,6 @@
 from .fit import fit, fit_flat_cos, fit_one_cycle, fit_sgdr
 from .functions import (
     CombinedSchedule,
-    ParamScheduler,
     SchedCos,
     SchedExp,
     SchedLin,
@@ -20,6 +19,7 @@ from .lightning_callbacks import (
     SGDRSchedule,
 )
 from .lr_finder import LRFinder, lr_find, plot_lr_find
+from .param_scheduler import ParamScheduler
 from .suggestions import SuggestionMethod, minimum, slide, steep, valley
 
 __all__: list[str] = [

@@ -15,7 +15,7 @@ import lightning.pytorch as pl
 
 from ..lightning.bridge import CallbackBridge
 from ..loop.callback import Callback
-from .functions import ParamScheduler
+from .param_scheduler import ParamScheduler
 from .policies import ConstantPolicy, FlatCosPolicy, OneCyclePolicy, SGDRPolicy
 
 __all__ = ["fit", "fit_one_cycle", "fit_flat_cos", "fit_sgdr"]

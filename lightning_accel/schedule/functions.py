@@ -1,4 +1,4 @@
-"""Schedule functions of the training position, and `ParamScheduler`, which applies them.
+"""Schedule functions: the value of a hyper-parameter as a function of the training position.
 
 A schedule maps the position `pct` in [0, 1] to a value: a float, or a numpy array with one value
 per parameter group (discriminative learning rates). Schedules are small dataclasses rather than
@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from ..loop.callback import Callback
-from .hyper_scheduling import HyperScheduling, ScheduleSpec
 
 __all__ = [
     "Schedule",
@@ -28,7 +25,6 @@ __all__ = [
     "CombinedSchedule",
     "combine_scheds",
     "combined_cos",
-    "ParamScheduler",
 ]
 
 Value = float | np.ndarray
@@ -180,54 +176,3 @@ def combined_cos(pct: float, start: Value, middle: Value, end: Value) -> Combine
     if not 0 <= pct <= 1:
         raise ValueError(f"combined_cos pct must be in [0, 1], got {pct!r}")
     return combine_scheds([pct, 1 - pct], [SchedCos(start, middle), SchedCos(middle, end)])
-
-
-class ParamScheduler(Callback):
-    """Set hyper-parameters from schedules before every training batch, and record them.
-
-    `scheds` maps a hyper-parameter name (`lr`, `mom`, `sqr_mom`, `wd`, `eps`, or any an optimizer
-    callback declares) to a schedule of the training position; a schedule may return one value
-    per parameter group. `scheds` may also be a callable `(hypers, module) -> mapping`, called at
-    the start of the fit with the optimizer's hyper-parameters (a list of dicts, one per group)
-    and the LightningModule, for schedules relative to the optimizer's own values
-    (`fit_one_cycle` with no `lr_max`). The position is the optimizer-step count over the fit's
-    total (see `lightning_accel.schedule.hyper_scheduling`). What was set is in `hps`, handed to the
-    Recorder.
-    """
-
-    order = 60
-    run_valid = False
-
-    def __init__(self, scheds: ScheduleSpec) -> None:
-        self._sched = HyperScheduling(scheds, owner="ParamScheduler")
-
-    @property
-    def scheds(self) -> Mapping[str, Callable[[float], Value]]:
-        """The schedules in use (resolved at the start of the fit when built from a callable)."""
-        return self._sched.scheds
-
-    @property
-    def hps(self) -> dict[str, list[float]]:
-        """Per training batch, the value set for each scheduled name (last parameter group)."""
-        return self._sched.hps
-
-    def before_fit(self) -> None:
-        self._sched.start(self.learn.opt, getattr(self.learn, "pl_module", None))
-
-    def before_batch(self) -> None:
-        self._sched.apply(self.learn.trainer, self.learn.opt)
-
-    def after_batch(self) -> None:
-        self._sched.record(self.learn.opt)
-
-    def after_fit(self) -> None:
-        self._sched.finish()
-        recorder = getattr(self.learn, "recorder", None)
-        if recorder is not None:
-            recorder.hps = self.hps
-
-    def state_dict(self) -> dict[str, Any]:
-        return self._sched.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._sched.load_state_dict(state)

@@ -7,9 +7,10 @@ import lightning.pytorch as pl
 import pytest
 
 from lightning_accel.schedule.fit import fit_one_cycle
-from lightning_accel.schedule.functions import ParamScheduler, SchedCos
+from lightning_accel.schedule.functions import SchedCos
 from lightning_accel.schedule.lightning_callbacks import OneCycleSchedule
 from lightning_accel.schedule.lr_finder import LRFinder
+from lightning_accel.schedule.param_scheduler import ParamScheduler
 
 from ._tiny import StepProbe, TinyModule, loader, one_cycle
 

@@ -14,8 +14,8 @@ from lightning_accel.optim import recipes
 from lightning_accel.optim.callbacks import average_grad, momentum_step, sgd_step
 from lightning_accel.optim.optimizer import AccelOptimizer
 from lightning_accel.schedule.fit import fit, fit_flat_cos, fit_one_cycle, fit_sgdr
-from lightning_accel.schedule.functions import ParamScheduler
 from lightning_accel.schedule.lr_finder import lr_find
+from lightning_accel.schedule.param_scheduler import ParamScheduler
 
 from ._tiny import StepProbe, TinyModule, cos, loader, one_cycle
 

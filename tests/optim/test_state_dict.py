@@ -74,7 +74,7 @@ def _assert_same_state(before, opt):
     [
         ([(4, 3)], "has 1 parameters in state_dict but 2"),
         ([(4, 3), (3,), (2,)], "has 3 parameters in state_dict but 2"),
-        ([(3, 4), (3,)], r"shape \(3, 4\) but the parameter has shape \(4, 3\)"),
+        ([(3, 4), (3,)], r"has shape \(3, 4\), but this pipeline keeps it shaped \(4, 3\)"),
     ],
     ids=["fewer", "more", "shape"],
 )

@@ -106,8 +106,11 @@ def _check_groups(opt: AccelOptimizer, saved: list[dict[str, Any]]) -> None:
             if missing:
                 parts.append(f"lacks {missing}, which this optimizer's pipeline uses")
             _fail(f"parameter group {g} of the state_dict " + " and ".join(parts))
-        for name in _hyper_names(theirs) - set(_ALIASES):
-            check_hyper(name, theirs[name], where)
+        for name in sorted(_hyper_names(theirs) - set(_ALIASES)):
+            try:
+                check_hyper(name, theirs[name], where)
+            except TypeError as err:  # a state_dict that does not fit is a ValueError throughout
+                _fail(str(err))
         # The torch-facing aliases must say what `mom`/`sqr_mom` say, or loading would split them.
         if "momentum" in theirs and theirs["momentum"] != theirs.get("mom"):
             _fail(

@@ -152,6 +152,10 @@ def _warn_unread(names: set[str], cbs: Sequence[Callable]) -> None:
         )
 
 
+def _is_named(item: Any) -> bool:
+    return isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+
+
 def _split_groups(params: Any) -> list[dict[str, Any]]:
     """Normalise tensors / list of lists of tensors / list of dicts into torch-style group dicts."""
     if isinstance(params, Tensor):
@@ -165,6 +169,8 @@ def _split_groups(params: Any) -> list[dict[str, Any]]:
     if all(isinstance(x, dict) for x in items):
         return [dict(x) for x in items]
     if all(isinstance(x, Tensor) for x in items):
+        return [{"params": items}]
+    if all(_is_named(x) for x in items):  # model.named_parameters(), as torch.optim takes it
         return [{"params": items}]
     if all(isinstance(x, (list, tuple)) or inspect.isgenerator(x) for x in items):
         return [{"params": list(x)} for x in items]

@@ -30,7 +30,7 @@ from .callbacks import (
 )
 from .lookahead import Lookahead
 from .optimizer import AccelOptimizer
-from .validation import check_flag
+from .validation import check_flag, check_hyper
 
 
 def _decay(decouple_wd: bool) -> list:
@@ -66,6 +66,7 @@ class SGD(AccelOptimizer):
         decouple_wd: bool = True,
         impl: str = "auto",
     ) -> None:
+        check_hyper("mom", mom)  # it chooses the pipeline, so before anything else
         cbs = _decay(decouple_wd)
         cbs += [average_grad, momentum_step] if mom != 0 else [sgd_step]
         super().__init__(params, cbs, impl=impl, allow_complex=True, lr=lr, mom=mom, wd=wd)
@@ -94,6 +95,7 @@ class RMSProp(AccelOptimizer):
         decouple_wd: bool = True,
         impl: str = "auto",
     ) -> None:
+        check_hyper("mom", mom)  # it chooses the pipeline, so before anything else
         cbs = _decay(decouple_wd)
         cbs += [average_sqr_grad] if mom == 0 else [average_grad, average_sqr_grad]
         cbs.append(rms_prop_step)
@@ -234,6 +236,7 @@ class Larc(AccelOptimizer):
         impl: str = "auto",
     ) -> None:
         check_flag("clip", clip)
+        check_hyper("mom", mom)  # it chooses the pipeline, so before anything else
         cbs = _decay(decouple_wd)
         if mom != 0:
             cbs.append(average_grad)

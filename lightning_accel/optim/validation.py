@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor
 
 __all__ = ["Interval", "HYPER_RANGES", "check_hyper", "check_flag", "check_params"]
@@ -67,8 +66,8 @@ def _real_value(name: str, value: Any, where: str) -> float:
     if isinstance(value, Tensor):
         if value.numel() != 1 or not value.is_floating_point():
             raise TypeError(
-                f"{name}{where} as a tensor must hold one floating-point value, got a tensor of "
-                f"shape {tuple(value.shape)} and dtype {value.dtype}"
+                f"{name}{where} must be a real number; as a tensor it must hold one "
+                f"floating-point value, got shape {tuple(value.shape)} and dtype {value.dtype}"
             )
         return float(value.item())
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -126,7 +125,3 @@ def check_params(
             f"{label} is not floating point: an optimizer can only update floating-point "
             "parameters; convert it (e.g. .float()) or leave it out of the optimizer"
         )
-
-
-def is_complex_param(p: Tensor) -> bool:
-    return torch.is_complex(p)

@@ -6,6 +6,7 @@ ones, and the fast weights restart from there.
 
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,15 @@ _HOOK_DICTS = (
 )
 
 
+def _check_k_alpha(k: Any, alpha: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise TypeError(f"alpha must be a real number in (0, 1], got {alpha!r}")
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha must be a finite number in (0, 1], got {alpha!r}")
+
+
 class Lookahead(Optimizer):
     """Wraps `opt`; itself a `torch.optim.Optimizer` whose groups, state and defaults are `opt`'s.
 
@@ -34,10 +44,7 @@ class Lookahead(Optimizer):
     def __init__(self, opt: Optimizer, k: int = 6, alpha: float = 0.5) -> None:
         if not isinstance(opt, Optimizer):
             raise TypeError(f"opt must be a torch.optim.Optimizer, got {type(opt).__name__}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}")
-        if not 0 < alpha <= 1:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
+        _check_k_alpha(k, alpha)
         # Not Optimizer.__init__: it would build groups and state of its own.
         for name in _HOOK_DICTS:
             setattr(self, name, OrderedDict())
@@ -159,6 +166,14 @@ class Lookahead(Optimizer):
             raise ValueError("state_dict has no 'lookahead' entry: it was not saved by Lookahead")
         inner = {k: v for k, v in state_dict.items() if k != "lookahead"}
         own = state_dict["lookahead"]
+        if not isinstance(own, dict) or not {"count", "k", "alpha", "slow_weights"} <= set(own):
+            raise ValueError(
+                "the state_dict's 'lookahead' entry must hold count, k, alpha and slow_weights"
+            )
+        _check_k_alpha(own["k"], own["alpha"])
+        count = own["count"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"the lookahead step count must be an int >= 0, got {count!r}")
         slow = own["slow_weights"]
         if slow is not None:
             groups = self.param_groups

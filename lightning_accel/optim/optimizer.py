@@ -8,6 +8,8 @@ torch's `momentum`/`betas` keys so torch schedulers and Lightning's monitors can
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
@@ -18,13 +20,14 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .execution import resolve_executor
+from .loading import PARAM_FLAGS, check_loadable, describe_pipeline
+from .torch_state import from_torch_state_dict, is_torch_state_dict
+from .validation import check_hyper, check_params
 
 # Keys of a param group that are bookkeeping or torch-facing aliases, not our hyper-parameters.
 _NOT_HYPERS = frozenset({"params", "param_names", "momentum", "betas"})
 # Per-parameter flags that survive `clear_state`.
-_KEEP_ON_CLEAR = ("do_wd", "force_train")
-_NON_NEGATIVE = ("lr", "eps", "wd")
-_UNIT_INTERVAL = ("mom", "sqr_mom")
+_KEEP_ON_CLEAR = PARAM_FLAGS
 
 
 class HyperGroup(dict):
@@ -86,27 +89,16 @@ def _from_aliases(group: dict[str, Any]) -> dict[str, Any]:
     """Translate torch-style `momentum`/`betas` in a user's group dict into `mom`/`sqr_mom`."""
     out = dict(group)
     if "betas" in out:
-        betas = tuple(out.pop("betas"))
+        betas = out.pop("betas")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (mom, sqr_mom), got {betas!r}")
+        betas = tuple(betas)
         out.setdefault("mom", betas[0])
         if len(betas) > 1:
             out.setdefault("sqr_mom", betas[1])
     if "momentum" in out:
         out.setdefault("mom", out.pop("momentum"))
     return out
-
-
-def check_hyper(name: str, value: Any) -> None:
-    """Raise a ValueError when a known hyper-parameter has a value outside its domain."""
-    if name not in _NON_NEGATIVE and name not in _UNIT_INTERVAL:
-        return
-    try:
-        x = float(value)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
-    if name in _NON_NEGATIVE and not x >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    if name in _UNIT_INTERVAL and not 0 <= x < 1:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
 
 
 def callback_name(cb: Callable) -> str:
@@ -160,6 +152,10 @@ def _warn_unread(names: set[str], cbs: Sequence[Callable]) -> None:
         )
 
 
+def _is_named(item: Any) -> bool:
+    return isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+
+
 def _split_groups(params: Any) -> list[dict[str, Any]]:
     """Normalise tensors / list of lists of tensors / list of dicts into torch-style group dicts."""
     if isinstance(params, Tensor):
@@ -174,6 +170,8 @@ def _split_groups(params: Any) -> list[dict[str, Any]]:
         return [dict(x) for x in items]
     if all(isinstance(x, Tensor) for x in items):
         return [{"params": items}]
+    if all(_is_named(x) for x in items):  # model.named_parameters(), as torch.optim takes it
+        return [{"params": items}]
     if all(isinstance(x, (list, tuple)) or inspect.isgenerator(x) for x in items):
         return [{"params": list(x)} for x in items]
     raise TypeError(
@@ -183,18 +181,38 @@ def _split_groups(params: Any) -> list[dict[str, Any]]:
     )
 
 
+def _slice_end(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"the {name} of a slice of hyper-parameter values must be a number, got {value!r}"
+        )
+    return float(value)
+
+
 def spread(value: Any, n: int) -> list[Any]:
     """One value per group: a scalar repeats, a list must have `n` items, a slice spreads.
 
-    `slice(a, b)` spreads geometrically from a to b; `slice(b)` gives b/10 to all groups but the
-    last, which gets b (discriminative learning rates).
+    `slice(a, b)` spreads geometrically from a to b (both must be > 0: a geometric spread from 0
+    is not defined); `slice(b)` gives b/10 to all groups but the last, which gets b
+    (discriminative learning rates).
     """
     if isinstance(value, slice):
-        if value.step is not None:
-            raise ValueError(f"a slice of hyper-parameter values takes no step, got {value!r}")
+        if value.step is not None or value.stop is None:
+            raise ValueError(
+                "a slice of hyper-parameter values is slice(stop) or slice(start, stop), "
+                f"got {value!r}"
+            )
         stop = value.stop
+        _slice_end("stop", stop)
         if value.start is None:
             return [stop / 10] * (n - 1) + [stop]
+        start = _slice_end("start", value.start)
+        if not (start > 0 and float(stop) > 0 and math.isfinite(start) and math.isfinite(stop)):
+            raise ValueError(
+                f"slice(start, stop) spreads values geometrically from start to stop, so both must "
+                f"be finite and > 0; got {value!r}. Use slice(stop) for stop/10 in the earlier "
+                "groups, or a list with one value per group"
+            )
         if n == 1:
             return [stop]
         ratio = (stop / value.start) ** (1 / (n - 1))
@@ -217,11 +235,21 @@ class AccelOptimizer(Optimizer):
     `params`: tensors, a list of lists of tensors (one group each) or torch-style group dicts.
     `cbs`: the callbacks, each `cb(p, **{**state, **hypers}) -> dict | None`.
     `impl`: "auto", "per_param", "foreach" or "compiled" — how the pipeline executes.
+    `allow_complex`: accept complex parameters; only for pipelines whose every callback is
+        right on complex numbers (the recipe `SGD` sets it), so it is off by default.
     `defaults`: hyper-parameters, overriding the callbacks' own `.defaults`.
+
+    Every built-in hyper-parameter is range-checked here, in `add_param_group`, `set_hyper` and
+    `load_state_dict` (see `validation.HYPER_RANGES`); a refused value changes nothing.
     """
 
     def __init__(
-        self, params: Iterable[Any], cbs: Sequence[Callable], impl: str = "auto", **defaults: Any
+        self,
+        params: Iterable[Any],
+        cbs: Sequence[Callable],
+        impl: str = "auto",
+        allow_complex: bool = False,
+        **defaults: Any,
     ) -> None:
         if callable(cbs):
             cbs = [cbs]
@@ -229,7 +257,10 @@ class AccelOptimizer(Optimizer):
         for cb in self.cbs:
             if not callable(cb):
                 raise TypeError(f"cbs must hold callables, got {cb!r}")
+        if not isinstance(allow_complex, bool):
+            raise TypeError(f"allow_complex must be True or False, got {allow_complex!r}")
         self.impl = impl
+        self.allow_complex = allow_complex
         self._executor = resolve_executor(impl, self.cbs)
         merged: dict[str, Any] = {}
         for cb in self.cbs:
@@ -253,22 +284,41 @@ class AccelOptimizer(Optimizer):
         group = _from_aliases(param_group)
         hypers = {k: v for k, v in self.defaults.items() if k not in _NOT_HYPERS}
         hypers.update({k: v for k, v in group.items() if k not in _NOT_HYPERS})
+        index = len(self.param_groups)
         for name, value in hypers.items():
-            check_hyper(name, value)
+            check_hyper(name, value, f" (parameter group {index})")
         group.update(_with_aliases(hypers))
         super().add_param_group(group)
-        self.param_groups[-1] = HyperGroup(self.param_groups[-1])
+        added = self.param_groups[-1]
+        try:
+            check_params(added["params"], index, added.get("param_names"), self.allow_complex)
+            if self.impl == "compiled" and any(p.is_complex() for p in added["params"]):
+                raise TypeError(
+                    f"parameter group {index} has complex parameters, which torch.compile "
+                    "cannot compile this pipeline for; use impl='auto'"
+                )
+        except TypeError:
+            self.param_groups.pop()  # leave the optimizer as it was
+            raise
+        self.param_groups[-1] = HyperGroup(added)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # torch's load_state_dict rebuilds the groups as plain dicts: restore the mirroring.
         super().__setstate__(state)
+        self.__dict__.setdefault("allow_complex", False)  # pickled before it existed
         self.param_groups = [HyperGroup(g) for g in self.param_groups]
         if "_executor" not in self.__dict__:  # unpickled: executors (compiled ones) are rebuilt
             self._executor = resolve_executor(self.impl, self.cbs)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state.update(cbs=self.cbs, impl=self.impl, _needs=self._needs, _skip_next=self._skip_next)
+        state.update(
+            cbs=self.cbs,
+            impl=self.impl,
+            allow_complex=self.allow_complex,
+            _needs=self._needs,
+            _skip_next=self._skip_next,
+        )
         return state
 
     @property
@@ -291,12 +341,18 @@ class AccelOptimizer(Optimizer):
                 f"set {name!r} through its own names: 'mom' (and 'sqr_mom'); "
                 f"'{name}' is kept in step automatically"
             )
-        known = self._known_hypers()
-        if name not in known:
-            raise ValueError(f"unknown hyper-parameter {name!r}; known: {sorted(known)}")
-        values = spread(value, len(self.param_groups))
-        for v in values:
-            check_hyper(name, v)
+        groups = self.param_groups
+        # Every group has the name in the common case; only otherwise ask the callbacks.
+        if not all(name in g for g in groups):
+            known = self._known_hypers()
+            if name not in known:
+                raise ValueError(f"unknown hyper-parameter {name!r}; known: {sorted(known)}")
+        values = spread(value, len(groups))
+        if isinstance(value, (list, tuple, slice)):
+            for i, v in enumerate(values):
+                check_hyper(name, v, f" (parameter group {i})")
+        else:
+            check_hyper(name, value)
         return values
 
     def set_hyper(self, name: str, value: Any) -> None:
@@ -423,39 +479,24 @@ class AccelOptimizer(Optimizer):
 
     # -- checkpoints ----------------------------------------------------------------------
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """torch's `load_state_dict`, after checking that groups, sizes and shapes match."""
-        self._check_loadable(state_dict)
-        super().load_state_dict(state_dict)
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state_dict plus `pipeline`: the callbacks that made the state, as text, so
+        `load_state_dict` can refuse another optimizer's state (and old files still load)."""
+        sd = super().state_dict()
+        sd["pipeline"] = describe_pipeline(self.cbs)
+        return sd
 
-    def _check_loadable(self, state_dict: dict[str, Any]) -> None:
-        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
-            raise ValueError("state_dict must be a dict with 'state' and 'param_groups' keys")
-        saved = state_dict["param_groups"]
-        if len(saved) != len(self.param_groups):
-            raise ValueError(
-                f"state_dict has {len(saved)} parameter groups, this optimizer has "
-                f"{len(self.param_groups)}"
-            )
-        by_id: dict[Any, Tensor] = {}
-        for i, (ours, theirs) in enumerate(zip(self.param_groups, saved)):
-            if len(ours["params"]) != len(theirs["params"]):
-                raise ValueError(
-                    f"parameter group {i} has {len(theirs['params'])} parameters in state_dict "
-                    f"but {len(ours['params'])} in this optimizer"
-                )
-            by_id.update(zip(theirs["params"], ours["params"]))
-        for pid, pstate in state_dict["state"].items():
-            p = by_id.get(pid)
-            if p is None:
-                continue
-            for key, value in pstate.items():
-                if isinstance(value, Tensor) and value.dim() > 0 and value.shape != p.shape:
-                    raise ValueError(
-                        f"state {key!r} of parameter {pid} has shape {tuple(value.shape)} but "
-                        f"the parameter has shape {tuple(p.shape)}: the state_dict belongs to "
-                        "a different model"
-                    )
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's `load_state_dict`, after checking that the state belongs to this pipeline.
+
+        A torch.optim Adam, AdamW, SGD or RMSprop state is translated first (see `torch_state`).
+        Anything that does not fit (groups, hyper-parameters and their ranges, per-parameter state
+        keys, shapes and types) raises a ValueError naming it, before anything changes.
+        """
+        if is_torch_state_dict(state_dict):
+            state_dict = from_torch_state_dict(state_dict, self)
+        check_loadable(self, state_dict)
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "pipeline"})
 
 
 def _hypers_of(group: dict[str, Any]) -> dict[str, Any]:

@@ -45,8 +45,8 @@ def test_learning_rate_monitor_sees_torch_one_cycle_on_our_optimizer(trainer):
         expected.append((dummy.param_groups[0]["lr"], dummy.param_groups[0]["momentum"]))
         dummy.step()
         sched.step()
-    lrs = scalars(trainer.logger.log_dir, "lr-AccelOptimizer")
-    moms = scalars(trainer.logger.log_dir, "lr-AccelOptimizer-momentum")
+    lrs = scalars(trainer.logger.log_dir, "lr-Adam")
+    moms = scalars(trainer.logger.log_dir, "lr-Adam-momentum")
     assert sorted(lrs) == list(range(total))
     for step in range(total):
         assert lrs[step] == pytest.approx(expected[step][0], rel=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import torch
@@ -42,3 +43,37 @@ def max_rel_diff(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
         ((x.double() - y.double()).abs() / y.double().abs().clamp_min(1e-3)).max().item()
         for x, y in zip(a, b)
     )
+
+
+def snapshot(opt) -> dict:
+    """Everything load_state_dict could change: state (tensors cloned) and param groups."""
+    return {
+        "state": {
+            p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+            for p, s in opt.state.items()
+        },
+        "groups": [
+            {k: (list(v) if k == "params" else copy.deepcopy(v)) for k, v in g.items()}
+            for g in opt.param_groups
+        ],
+    }
+
+
+def assert_unchanged(before: dict, opt) -> None:
+    after = snapshot(opt)
+    assert before["state"].keys() == after["state"].keys()
+    for p, state in before["state"].items():
+        assert state.keys() == after["state"][p].keys()
+        for key, value in state.items():
+            other = after["state"][p][key]
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, other) and value.dtype == other.dtype, key
+            else:
+                assert value == other and type(value) is type(other), key
+    assert len(before["groups"]) == len(after["groups"])
+    for a, b in zip(before["groups"], after["groups"]):
+        assert a.keys() == b.keys()
+        assert all(x is y for x, y in zip(a["params"], b["params"]))
+        assert {k: v for k, v in a.items() if k != "params"} == {
+            k: v for k, v in b.items() if k != "params"
+        }

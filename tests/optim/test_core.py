@@ -177,13 +177,12 @@ def test_set_hypers_sets_several():
     [
         ("lrr", 0.1, "unknown hyper-parameter 'lrr'"),
         ("lr", [0.1, 0.2], "got 2 values but the optimizer has 3 parameter groups"),
-        ("lr", -0.1, "lr must be >= 0"),
-        ("lr", [0.1, 0.1, -1.0], "lr must be >= 0"),
-        ("wd", -1e-4, "wd must be >= 0"),
-        ("mom", 1.0, r"mom must be in \[0, 1\)"),
-        ("mom", -0.1, r"mom must be in \[0, 1\)"),
+        ("lr", -0.1, "lr must be a finite number >= 0, got -0.1"),
+        ("lr", [0.1, 0.1, -1.0], r"lr \(parameter group 2\) must be a finite number >= 0"),
+        ("wd", -1e-4, "wd must be a finite number >= 0"),
+        ("mom", 1.0, r"mom must be a finite number in \[0, 1\)"),
+        ("mom", -0.1, r"mom must be a finite number in \[0, 1\)"),
         ("momentum", 0.9, "'mom'"),
-        ("lr", "fast", "lr must be a real number"),
     ],
 )
 def test_set_hyper_rejects_bad_input_and_changes_nothing(name, value, match):
@@ -196,7 +195,7 @@ def test_set_hyper_rejects_bad_input_and_changes_nothing(name, value, match):
 
 def test_set_hypers_checks_everything_before_applying_anything():
     opt = _three_groups()
-    with pytest.raises(ValueError, match="mom must be in"):
+    with pytest.raises(ValueError, match="mom must be a finite number in"):
         opt.set_hypers(lr=0.5, mom=2.0)
     assert [h["lr"] for h in opt.hypers] == [0.1, 0.1, 0.1]
 
@@ -204,12 +203,12 @@ def test_set_hypers_checks_everything_before_applying_anything():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(lr=-1.0), "lr must be >= 0"),
-        (dict(lr=0.1, eps=-1e-8), "eps must be >= 0"),
-        (dict(lr=0.1, wd=-0.1), "wd must be >= 0"),
-        (dict(lr=0.1, mom=1.5), r"mom must be in \[0, 1\)"),
-        (dict(lr=0.1, sqr_mom=1.0), r"sqr_mom must be in \[0, 1\)"),
-        (dict(lr=0.1, betas=(0.9, 1.2)), r"sqr_mom must be in \[0, 1\)"),
+        (dict(lr=-1.0), "lr must be a finite number >= 0"),
+        (dict(lr=0.1, eps=-1e-8), "eps must be a finite number >= 0"),
+        (dict(lr=0.1, wd=-0.1), "wd must be a finite number >= 0"),
+        (dict(lr=0.1, mom=1.5), r"mom must be a finite number in \[0, 1\)"),
+        (dict(lr=0.1, sqr_mom=1.0), r"sqr_mom must be a finite number in \[0, 1\)"),
+        (dict(lr=0.1, betas=(0.9, 1.2)), r"sqr_mom must be a finite number in \[0, 1\)"),
     ],
 )
 def test_construction_rejects_out_of_range_hyper_parameters(kwargs, match):
@@ -218,7 +217,7 @@ def test_construction_rejects_out_of_range_hyper_parameters(kwargs, match):
 
 
 def test_a_group_dict_is_validated_too():
-    with pytest.raises(ValueError, match="lr must be >= 0"):
+    with pytest.raises(ValueError, match=r"lr \(parameter group 0\) must be a finite number >= 0"):
         AccelOptimizer([{"params": _params((2,)), "lr": -1}], [sgd_step], lr=0.1)
 
 
@@ -443,7 +442,7 @@ def test_add_param_group_later_gets_defaults_mirroring_and_checks():
     assert opt.hypers[1] == {**opt.hypers[0], "mom": 0.8, "sqr_mom": 0.9}
     opt.param_groups[1]["momentum"] = 0.7
     assert opt.param_groups[1]["betas"] == (0.7, 0.9)
-    with pytest.raises(ValueError, match="eps must be >= 0"):
+    with pytest.raises(ValueError, match=r"eps \(parameter group 2\) must be a finite number >= 0"):
         opt.add_param_group({"params": _params((1,)), "eps": -1.0})
     assert len(opt.param_groups) == 2
     _give_grads([a, b])

@@ -4,10 +4,12 @@ import copy
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lightning_accel.optim import SGD, Adam, Lamb, Larc, Lookahead, RAdam, ranger
 
-from .helpers import gradient_sequence, initial_params
+from .helpers import assert_unchanged, gradient_sequence, initial_params, snapshot
 
 SHAPES = [(4, 3), (3,)]
 RECIPES = {
@@ -74,7 +76,7 @@ def _assert_same_state(before, opt):
     [
         ([(4, 3)], "has 1 parameters in state_dict but 2"),
         ([(4, 3), (3,), (2,)], "has 3 parameters in state_dict but 2"),
-        ([(3, 4), (3,)], r"shape \(3, 4\) but the parameter has shape \(4, 3\)"),
+        ([(3, 4), (3,)], r"has shape \(3, 4\), but this pipeline keeps it shaped \(4, 3\)"),
     ],
     ids=["fewer", "more", "shape"],
 )
@@ -112,3 +114,188 @@ def test_lookahead_rejects_foreign_slow_weights_and_changes_nothing():
     with pytest.raises(ValueError, match="'lookahead'"):
         opt.load_state_dict(opt.opt.state_dict())
     assert opt.count == count and all(torch.equal(a, b) for a, b in zip(slow, opt.slow_weights[0]))
+
+
+# -- a state_dict must belong to this pipeline -------------------------------------------------
+
+ANOTHER_RECIPE = [
+    # (saved by, loaded into, what the error names)
+    (lambda ps: SGD(ps, lr=0.1, mom=0.9), lambda ps: Adam(ps, lr=0.01), "saved by an optimizer"),
+    (lambda ps: Adam(ps, lr=0.01), lambda ps: SGD(ps, lr=0.1, mom=0.9), "saved by an optimizer"),
+    (lambda ps: Lamb(ps, lr=0.01), lambda ps: Adam(ps, lr=0.01), "lamb_step"),
+    (lambda ps: Adam(ps, lr=0.01), lambda ps: Adam(ps, lr=0.01, decouple_wd=False), "l2_reg"),
+    (lambda ps: RAdam(ps, lr=0.01), lambda ps: Adam(ps, lr=0.01), "radam_step"),
+]
+
+
+@pytest.mark.parametrize("saved_by, loaded_into, match", ANOTHER_RECIPE)
+def test_another_recipes_state_is_refused_and_changes_nothing(saved_by, loaded_into, match):
+    init, grads = initial_params(SHAPES, 0), gradient_sequence(SHAPES, 3, 0)
+    other_params, other = _fresh(saved_by, init)
+    _steps(other_params, other, grads)
+    params, opt = _fresh(loaded_into, init)
+    _steps(params, opt, grads[:2])
+    before = snapshot(opt)
+    with pytest.raises(ValueError, match=match):
+        opt.load_state_dict(other.state_dict())
+    assert_unchanged(before, opt)
+
+
+@pytest.mark.parametrize(
+    "saved_by, loaded_into, match",
+    [
+        (
+            lambda ps: SGD(ps, lr=0.1, mom=0.9),
+            lambda ps: Adam(ps, lr=0.01),
+            r"lacks \['betas', 'eps', 'sqr_mom'\]",
+        ),
+        (
+            lambda ps: Adam(ps, lr=0.01),
+            lambda ps: SGD(ps, lr=0.1, mom=0.9),
+            r"has hyper-parameters \['betas', 'eps', 'sqr_mom'\] that this optimizer does not",
+        ),
+        (
+            lambda ps: Lamb(ps, lr=0.01),
+            lambda ps: Adam(ps, lr=0.01),
+            r"has state \['trust_ratio'\] that this optimizer's pipeline does not keep",
+        ),
+    ],
+)
+def test_without_the_pipeline_entry_the_groups_and_state_still_tell(saved_by, loaded_into, match):
+    """State dicts written before `pipeline` was saved are still checked key by key."""
+    init, grads = initial_params(SHAPES, 0), gradient_sequence(SHAPES, 3, 0)
+    other_params, other = _fresh(saved_by, init)
+    _steps(other_params, other, grads)
+    sd = other.state_dict()
+    del sd["pipeline"]
+    params, opt = _fresh(loaded_into, init)
+    _steps(params, opt, grads[:2])
+    before = snapshot(opt)
+    with pytest.raises(ValueError, match=match):
+        opt.load_state_dict(sd)
+    assert_unchanged(before, opt)
+
+
+def test_a_state_dict_without_the_pipeline_entry_of_the_same_pipeline_loads():
+    init, grads = initial_params(SHAPES, 0), gradient_sequence(SHAPES, 6, 0)
+    straight, opt = _fresh(RECIPES["adam"], init)
+    _steps(straight, opt, grads)
+    first, opt = _fresh(RECIPES["adam"], init)
+    _steps(first, opt, grads[:3])
+    sd = opt.state_dict()
+    del sd["pipeline"]  # as saved before the entry existed
+    resumed = [p.detach().clone().requires_grad_() for p in first]
+    opt = RECIPES["adam"](resumed)
+    opt.load_state_dict(sd)
+    _steps(resumed, opt, grads[3:])
+    assert all(torch.equal(a, b) for a, b in zip(resumed, straight))
+
+
+def _set(path):
+    """A mutation setting sd[...path...] to a value."""
+
+    def mutate(sd, value):
+        target = sd
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return mutate
+
+
+def _drop(path):
+    def mutate(sd, _):
+        target = sd
+        for key in path[:-1]:
+            target = target[key]
+        del target[path[-1]]
+
+    return mutate
+
+
+# Each entry: (what is wrong, how to make it wrong, values to use, what the error names).
+CORRUPTIONS = [
+    ("drop a statistic", _drop(["state", 0, "sqr_avg"]), [None], r"lacks \['sqr_avg'\]"),
+    ("a foreign statistic", _set(["state", 1, "exp_avg"]), [torch.zeros(3)], "'exp_avg'"),
+    (
+        "a statistic of another shape",
+        _set(["state", 0, "grad_avg"]),
+        [torch.zeros(12), torch.zeros(3, 4), torch.zeros(())],
+        "'grad_avg' of parameter 0",
+    ),
+    (
+        "a statistic of another kind",
+        _set(["state", 1, "grad_avg"]),
+        [0.5, [0.0, 0.0, 0.0], torch.zeros(3, dtype=torch.long)],
+        "'grad_avg' of parameter 1",
+    ),
+    ("a bad step", _set(["state", 0, "step"]), [-1, 2.5, "3", None], "'step' of parameter 0"),
+    ("a bad flag", _set(["state", 1, "do_wd"]), ["no", 0, None], "'do_wd' of parameter 1"),
+    (
+        "a bad hyper-parameter",
+        _set(["param_groups", 0, "lr"]),
+        [float("nan"), -1.0, "0.1", True],
+        r"lr \(parameter group 0 of the state_dict\)",
+    ),
+    (
+        "momentum out of range",
+        _set(["param_groups", 0, "mom"]),
+        [1.0, float("inf")],
+        r"mom \(parameter group 0 of the state_dict\)",
+    ),
+    (
+        "aliases that disagree",
+        _set(["param_groups", 0, "betas"]),
+        [(0.5, 0.99), (0.9, 0.5)],
+        r"betas=.* but \(mom, sqr_mom\)",
+    ),
+    ("a missing hyper-parameter", _drop(["param_groups", 0, "eps"]), [None], r"lacks \['eps'\]"),
+    (
+        "an unknown hyper-parameter",
+        _set(["param_groups", 0, "amsgrad"]),
+        [False],
+        r"\['amsgrad'\] that this optimizer does not know",
+    ),
+    ("a stray parameter id", _set(["state", 7]), [{"step": 1}], r"ids \[7\] that no parameter"),
+    (
+        "a state that is not a dict",
+        _set(["state", 0]),
+        [[1, 2], torch.zeros(4, 3)],
+        "the state of parameter 0 .* must be a dict",
+    ),
+    ("no groups list", _set(["param_groups"]), [{"params": [0, 1]}], "'param_groups' must be"),
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_corrupted_state_dict_is_refused_naming_it_and_changes_nothing(data):
+    what, mutate, values, match = data.draw(st.sampled_from(CORRUPTIONS), label="corruption")
+    value = data.draw(st.sampled_from(values), label=what)
+    init, grads = initial_params(SHAPES, 0), gradient_sequence(SHAPES, 3, 0)
+    params, source = _fresh(RECIPES["adam"], init)
+    _steps(params, source, grads)
+    sd = source.state_dict()
+    mutate(sd, value)
+    target_params, opt = _fresh(RECIPES["adam"], init)
+    _steps(target_params, opt, grads[:1])
+    before = snapshot(opt)
+    with pytest.raises(ValueError, match=match):
+        opt.load_state_dict(sd)
+    assert_unchanged(before, opt)
+
+
+def test_lookahead_with_a_broken_entry_is_refused_before_its_inner_state_changes():
+    params = [torch.randn(s, requires_grad=True) for s in SHAPES]
+    opt = ranger(params, lr=0.01)
+    _steps(params, opt, gradient_sequence(SHAPES, 7, 0))
+    other = ranger([p.detach().clone().requires_grad_() for p in params], lr=0.5)
+    _steps(list(other.param_groups[0]["params"]), other, gradient_sequence(SHAPES, 2, 1))
+    before, count = snapshot(opt), opt.count
+    for broken in ({"count": 1, "k": 6}, {"count": -1, "k": 6, "alpha": 0.5, "slow_weights": None}):
+        sd = other.state_dict()
+        sd["lookahead"] = broken
+        with pytest.raises(ValueError, match="lookahead"):
+            opt.load_state_dict(sd)
+        assert_unchanged(before, opt)
+        assert opt.count == count

@@ -1,8 +1,9 @@
 """Stopping a comparison on SIGINT or SIGTERM at the next batch boundary, finished work kept.
 
-`stop_on_signals` turns both signals into a request; `StopAtBatchEnd`, a Lightning callback,
-raises `Interrupted` at the end of the next training or validation batch once a request has
-arrived (on every process at the same batch under DDP). A second Ctrl-C stops at once.
+`stop_on_signals` turns both signals into a request; `StopBetweenBatches`, a Lightning callback,
+raises `Interrupted` before the next training or validation batch once a request has arrived, so
+the batch in progress finishes with all its callbacks (on every process at the same batch under
+DDP). A second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Interrupted(Exception):
-    """Raised at a batch boundary once a stop signal has arrived."""
+    """Raised between two batches once a stop signal has arrived."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -73,8 +74,8 @@ def stop_on_signals() -> Iterator[StopRequest]:
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
-class StopAtBatchEnd(pl.Callback):
-    """Ends the fit with `Interrupted` after the batch during which a stop was requested."""
+class StopBetweenBatches(pl.Callback):
+    """Ends the fit with `Interrupted` before the batch that follows a stop request."""
 
     def __init__(self, request: StopRequest) -> None:
         self.request = request
@@ -86,8 +87,10 @@ class StopAtBatchEnd(pl.Callback):
         if requested:
             raise Interrupted(self.request.signum or signal.SIGINT)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+    # At the start of the next batch rather than the end of this one: Lightning runs callbacks'
+    # batch-end hooks before the module's, so stopping there would cut the batch's own events.
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
         self._check(trainer)
 
-    def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+    def on_validation_batch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
         self._check(trainer)

@@ -40,7 +40,7 @@ from ..vision.models import vision_model, vision_splitter
 from .epoch_table import EpochTable
 from .errors import CompareError, CompareInterrupted
 from .files import atomic_path
-from .interrupt import Interrupted, StopAtBatchEnd, StopRequest, stop_on_signals
+from .interrupt import Interrupted, StopBetweenBatches, StopRequest, stop_on_signals
 from .logdir import ComparisonLog
 from .recipes import RECIPES, Recipe
 from .report import (
@@ -145,7 +145,7 @@ def _trainer_kwargs(run: _Run, logger: Any) -> dict[str, Any]:
         log_every_n_steps=1,
         **config.extra_trainer_kwargs,
     )
-    kwargs["callbacks"] = [*kwargs.get("callbacks", []), StopAtBatchEnd(run.stop)]
+    kwargs["callbacks"] = [*kwargs.get("callbacks", []), StopBetweenBatches(run.stop)]
     return kwargs
 
 

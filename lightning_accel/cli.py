@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--logdir",
         type=Path,
-        help="where the TensorBoard runs, CSV and plots go (default: runs/compare-<time>)",
+        help="where the TensorBoard runs, CSV and plots go (default: runs/compare-<time>); "
+        "running again into the same folder keeps the recipes already complete there",
     )
     compare.add_argument(
         "--num-workers",
@@ -127,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--channels-last", action="store_true", help="channels_last memory format (GPU speed)"
     )
     compare.add_argument(
-        "--no-progress-bar", action="store_true", help="hide Lightning's progress bars"
+        "--no-progress-bar",
+        action="store_true",
+        help="no progress bars, a line per epoch instead (the default when the output is not a "
+        "terminal)",
     )
     compare.add_argument(
         "--monitor-every",

@@ -207,7 +207,7 @@ def loss_figure(results: Sequence[RecipeResult]) -> Figure:
     ax.set_ylabel("loss")
     ax.set_title("Training loss (lines, smoothed) and validation loss (dots; ▲ off the scale)")
     if results:
-        ax.legend(loc="upper right")
+        ax.legend(loc="best")
     fig.tight_layout()
     return fig
 
@@ -224,7 +224,7 @@ def accuracy_figure(results: Sequence[RecipeResult]) -> Figure:
     ax.set_ylabel("validation accuracy")
     ax.set_title("Validation accuracy after each epoch")
     if results:
-        ax.legend(loc="lower right")
+        ax.legend(loc="best")
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     return fig

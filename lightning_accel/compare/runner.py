@@ -198,16 +198,14 @@ def run_recipe(run: _Run, recipe: Recipe) -> RecipeResult:
         cbs.append(_monitor(recipe, config))
     pl.seed_everything(config.seed, verbose=False)  # same augmentation and dropout draws
     wall, cpu = time.perf_counter(), time.process_time()
-    try:
-        if recipe.one_cycle:
-            moms = {} if recipe.moms is None else {"moms": recipe.moms}
-            fit_one_cycle(
-                module, config.epochs, recipe.lr, datamodule=datamodule, cbs=cbs, **moms, **kwargs
-            )
-        else:
-            fit(module, config.epochs, recipe.lr, datamodule=datamodule, cbs=cbs, **kwargs)
-    finally:
-        logger.finalize("success")
+    if recipe.one_cycle:
+        moms = {} if recipe.moms is None else {"moms": recipe.moms}
+        fit_one_cycle(
+            module, config.epochs, recipe.lr, datamodule=datamodule, cbs=cbs, **moms, **kwargs
+        )
+    else:
+        fit(module, config.epochs, recipe.lr, datamodule=datamodule, cbs=cbs, **kwargs)
+    logger.finalize("success")  # (Lightning finalizes it as "failed" when the fit raises)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     if run.show_bars:
         run.echo(epoch_table(table.rows))

@@ -179,10 +179,12 @@ def _epoch_ends(r: RecipeResult) -> list[float]:
 
 def loss_figure(results: Sequence[RecipeResult]) -> Figure:
     """Smoothed training loss per step (lines), validation loss per epoch (dots), linear axis;
-    validation losses above `loss_ceiling` sit on the top edge as triangles with their value."""
+    validation losses above `loss_ceiling` sit on the top edge as triangles, each labelled with
+    its recipe and value (labels at one step stacked downwards)."""
     fig = Figure(figsize=(8, 5))
     ax = fig.subplots()
     top = loss_ceiling(results)
+    clipped: dict[float, list[tuple[float, str, str]]] = {}
     for r, color in zip(results, _colors(results)):
         if r.train_losses:
             ax.plot(range(1, len(r.train_losses) + 1), r.train_losses, color=color, label=r.name)
@@ -192,16 +194,18 @@ def loss_figure(results: Sequence[RecipeResult]) -> Figure:
             ax.plot(*zip(*inside), "o--", color=color, alpha=0.7)
         for x, y in zip(xs, ys):
             if not y <= top:  # above the ceiling, or NaN
-                ax.plot([x], [top], "^", color=color, markersize=9, clip_on=False)
-                ax.annotate(
-                    f"{y:.3g}",
-                    (x, top),
-                    textcoords="offset points",
-                    xytext=(0, -14),
-                    ha="center",
-                    color=color,
-                    fontsize=8,
-                )
+                clipped.setdefault(x, []).append((y, r.name, color))
+    for x, points in clipped.items():
+        for k, (y, name, color) in enumerate(points):
+            ax.plot([x], [top], "^", color=color, markersize=9, clip_on=False)
+            ax.annotate(
+                f"{name} {y:.3g}",
+                (x, top),
+                textcoords="offset points",
+                xytext=(4, -14 - 11 * k),
+                color=color,
+                fontsize=8,
+            )
     ax.set_ylim(0, top)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")

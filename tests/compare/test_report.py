@@ -107,8 +107,19 @@ def test_a_diverging_validation_loss_is_clipped_and_labelled_not_allowed_to_flat
     assert points[1] == [(2.0, 0.9), (4.0, 0.4)]
     assert points[3] == [(4.0, 0.32)]  # momentum's second epoch, inside the axis
     assert points[4] == [(2.0, top)]  # its first: a marker on the top edge ...
-    assert [t.get_text() for t in ax.texts] == ["1.58e+04"]  # ... labelled with its value
+    assert [t.get_text() for t in ax.texts] == ["momentum 1.58e+04"]  # ... with its value
     assert ax.texts[0].xy == (2.0, top)
+
+
+def test_labels_of_losses_clipped_at_one_step_do_not_overlap():
+    recipes = [
+        _recipe("adam", [2.0, 1.0], [45.4, 0.2], [0.2, 0.9]),
+        _recipe("momentum", [2.0, 1.5], [26458.8, 0.5], [0.1, 0.8]),
+    ]
+    (ax,) = loss_figure(recipes).axes
+    labels = {t.get_text(): t.xyann for t in ax.texts}
+    assert set(labels) == {"adam 45.4", "momentum 2.65e+04"}
+    assert labels["adam 45.4"][1] != labels["momentum 2.65e+04"][1]
 
 
 def test_the_accuracy_plot_has_one_line_per_recipe_by_epoch():

@@ -117,6 +117,8 @@ def test_digits_prints_the_chapters_table_for_every_recipe(digits_run):
             assert float(accuracy) * N_VALID == pytest.approx(round(float(accuracy) * N_VALID))
             assert re.fullmatch(r"\d\d:\d\d", time_)
     assert re.search(r"lr_find \(SGD\): valley=\S+, minimum=\S+, steep=\S+", out)
+    # Not a terminal: a line per epoch, no progress bar redraws.
+    assert "it/s" not in out and "\r" not in out
 
 
 def test_the_summary_sets_each_recipe_beside_the_chapters_figure(digits_run):
@@ -535,11 +537,13 @@ def test_sigterm_stops_at_a_batch_boundary_and_writes_what_finished(tmp_path):
     argv += ["--size", "16", "--no-lr-find", "--logdir", str(logdir), *QUICK]
     status, out, err = interrupted_run(argv, "momentum", 0, signal.SIGTERM, process_group=False)
     assert status == 128 + signal.SIGTERM, out + err
-    assert (
-        err.strip()
-        .splitlines()[-1]
-        .startswith("lightning-accel compare: stopped by SIGTERM during momentum; finished sgd_cb")
-    )
+    # Nothing else on stderr: no warnings, no traceback; the signal is acknowledged at once.
+    assert err.strip().splitlines() == [
+        "SIGTERM: stopping at the end of this batch (Ctrl-C again stops at once)",
+        "lightning-accel compare: stopped by SIGTERM during momentum; finished sgd_cb (summary "
+        f"in {logdir / 'summary.csv'}); to train momentum, run the command again with --logdir "
+        f"{logdir}",
+    ]
     with open(logdir / "summary.csv") as f:
         assert [r["recipe"] for r in csv.DictReader(f)] == ["sgd_cb"]
     assert len(scalars(logdir / "momentum.incomplete")["chapter/train_loss"]) == 1

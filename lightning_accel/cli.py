@@ -198,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
     except CompareInterrupted as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        if str(exc):
+            print(f"{prog}: {exc}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:  # before training started, or a second Ctrl-C
         print(f"{prog}: stopped by SIGINT; run the same command again to resume", file=sys.stderr)

@@ -11,7 +11,8 @@ class CompareError(ValueError):
 
 class CompareInterrupted(Exception):
     """SIGINT or SIGTERM stopped the comparison; finished recipes are saved, the message says
-    which and how to resume, and the conventional exit status is 128 + the signal number."""
+    which and how to resume (empty on DDP ranks other than zero), and the conventional exit
+    status is 128 + the signal number."""
 
     def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
         super().__init__(message)

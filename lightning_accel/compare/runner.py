@@ -373,8 +373,9 @@ def _compare(
         plot_accuracy(results, accuracy_path)
     if failure is not None:
         raise failure
-    if stopped is not None:
-        raise CompareInterrupted(_stopped_message(config, stopped, current, done), stopped.signum)
+    if stopped is not None:  # (under DDP, one process says what happened)
+        message = _stopped_message(config, stopped, current, done) if rank_zero else ""
+        raise CompareInterrupted(message, stopped.signum)
     echo("\nSummary (the last column is the chapter's published Imagenette figure, a reference")
     echo("for Imagenette only, not an expectation for other data; wall is clock time, cpu the")
     echo("CPU time of this process, all threads):")

@@ -38,10 +38,10 @@ PRECISION_ALIASES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "6
 def default_threads() -> int:
     """Half the CPUs this process may use, at least one.
 
-    torch's default (every core) is fastest on an idle machine, but as soon as another process
-    keeps one core busy its threads wait for each other at every parallel operation: on a
-    2-core machine the default comparison ran 6-8 times slower beside one busy process, while
-    one thread loses far less when the machine is idle (measured in docs/benchmarks.md).
+    torch's default (a thread per core) is fastest on an idle machine, but as soon as another
+    process keeps a core busy its threads wait for each other at every parallel operation: on a
+    2-core machine the default comparison ran 6-8 times slower beside one busy process, while one
+    thread can be at most twice as slow as two on an idle one (docs/benchmarks.md).
     """
     try:
         cpus = len(os.sched_getaffinity(0))

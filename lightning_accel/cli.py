@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -43,7 +44,7 @@ def _devices(text: str) -> int | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .compare.runner import NAMED_DATA, RECIPES
+    from .compare import NAMED_DATA, RECIPES
 
     parser = _Parser(
         prog="lightning-accel",
@@ -57,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Train a randomly initialized ResNet with each of the chapter's optimizer recipes "
             "(same initial weights, same data order), print the chapter's per-epoch tables and "
             "a summary beside its published Imagenette accuracies, and write one TensorBoard run "
-            "per recipe, a CSV and a loss plot under --logdir."
+            "per recipe, a CSV, a loss plot and an accuracy plot under --logdir. Running it again "
+            "with the same --logdir and settings keeps the recipes already complete and trains "
+            "the rest (after an interruption, too)."
         ),
     )
     compare.add_argument(
@@ -97,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--logdir",
         type=Path,
-        help="where the TensorBoard runs, CSV and plots go (default: runs/compare-<time>)",
+        help="where the TensorBoard runs, CSV and plots go (default: runs/compare-<time>); "
+        "running again into the same folder keeps the recipes already complete there",
     )
     compare.add_argument(
         "--num-workers",
@@ -124,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--channels-last", action="store_true", help="channels_last memory format (GPU speed)"
     )
     compare.add_argument(
-        "--no-progress-bar", action="store_true", help="hide Lightning's progress bars"
+        "--no-progress-bar",
+        action="store_true",
+        help="no progress bars, a line per epoch instead (the default when the output is not a "
+        "terminal)",
     )
     compare.add_argument(
         "--monitor-every",
@@ -135,14 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--threads",
         type=_positive_int,
-        help="torch CPU threads (default: torch's choice; 1 is much faster on a CPU that other "
-        "jobs keep busy)",
+        help="torch CPU threads (default: half the CPUs, at least 1, which holds up when other "
+        "jobs share the CPU; all the CPUs is faster only on an otherwise idle machine)",
+    )
+    compare.add_argument(
+        "--force",
+        action="store_true",
+        help="train the recipes again even if --logdir already holds them complete",
     )
     return parser
 
 
 def _config(args: argparse.Namespace):
-    from .compare.runner import CompareConfig
+    from .compare import CompareConfig
 
     recipes = tuple(name.strip() for name in args.recipes.split(",") if name.strip())
     logdir = args.logdir or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
@@ -168,6 +180,7 @@ def _config(args: argparse.Namespace):
         data_dir=args.data_dir,
         threads=args.threads,
         monitor_every=args.monitor_every,
+        force=args.force,
     )
 
 
@@ -175,16 +188,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `lightning-accel` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .compare.runner import CompareError, run_compare
+    from .compare import CompareError, CompareInterrupted, run_compare
     from .vision.download import DatasetUnavailableError
 
+    prog = f"{parser.prog} {args.command}"
     try:
-        config = _config(args)
-        config.validate()
-        run_compare(config)
+        run_compare(_config(args))
     except (CompareError, DatasetUnavailableError) as exc:
-        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
+    except CompareInterrupted as exc:
+        if str(exc):
+            print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C
+        print(f"{prog}: stopped by SIGINT; run the same command again to resume", file=sys.stderr)
+        return 128 + signal.SIGINT
     return 0
 
 

@@ -1,5 +1,15 @@
 """The `lightning-accel compare` application: the chapter's optimizer comparison, end to end."""
 
-from .runner import CompareConfig, CompareError, run_compare
+from .errors import CompareError, CompareInterrupted
+from .recipes import RECIPES
+from .runner import run_compare
+from .settings import NAMED_DATA, CompareConfig
 
-__all__: list[str] = ["CompareConfig", "CompareError", "run_compare"]
+__all__: list[str] = [
+    "NAMED_DATA",
+    "RECIPES",
+    "CompareConfig",
+    "CompareError",
+    "CompareInterrupted",
+    "run_compare",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -19,13 +20,16 @@ class EpochTable(Callback):
 
     `train_loss` is the reference's smoothed loss (debiased moving average, beta 0.98, over the
     whole fit) at the end of the epoch; `valid_loss` and `accuracy` are averages over the whole
-    validation set (summed across processes under DDP); `time` covers training and validation.
+    validation set (summed across processes under DDP); `time` is the wall-clock time of training
+    and validation. `on_row` is called with each row as its epoch ends (progress for a log file).
     """
 
     order = 50  # after the callbacks that compute the loss and change the learning rate
 
-    def __init__(self, beta: float = 0.98) -> None:
-        self.beta = beta
+    def __init__(
+        self, beta: float = 0.98, on_row: Callable[[EpochRow], None] | None = None
+    ) -> None:
+        self.beta, self.on_row = beta, on_row
         self.rows: list[EpochRow] = []
         self.step_losses: list[float] = []
         self._avg, self._count, self._start = 0.0, 0, 0.0
@@ -67,8 +71,11 @@ class EpochTable(Callback):
         accuracy = correct / n if n else math.nan
         train_loss = self.step_losses[-1] if self.step_losses else math.nan
         seconds = time.perf_counter() - self._start
-        self.rows.append(EpochRow(self.learn.epoch, train_loss, valid_loss, accuracy, seconds))
+        row = EpochRow(self.learn.epoch, train_loss, valid_loss, accuracy, seconds)
+        self.rows.append(row)
         self._log({"chapter/valid_loss": valid_loss, "chapter/accuracy": accuracy})
+        if self.on_row is not None:
+            self.on_row(row)
 
     def _lr(self) -> float:
         opt = self.learn.opt

@@ -14,6 +14,7 @@ from typing import Any
 import lightning.pytorch as pl
 
 from ..lightning.bridge import CallbackBridge
+from ..lightning.known_warnings import quiet_known_warnings
 from ..loop.callback import Callback
 from .param_scheduler import ParamScheduler
 from .policies import ConstantPolicy, FlatCosPolicy, OneCyclePolicy, SGDRPolicy
@@ -49,14 +50,15 @@ def _run(
     bridge = getattr(module, "bridge", None)
     if isinstance(bridge, CallbackBridge):
         trainer = pl.Trainer(max_epochs=n_epoch, **trainer_kwargs)
-        with bridge.added_cbs(*added):
+        with bridge.added_cbs(*added), quiet_known_warnings():
             trainer.fit(module, datamodule=datamodule, **fit_kwargs)
         return trainer
     callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
     if added:
         callbacks.append(CallbackBridge(*added))
     trainer = pl.Trainer(max_epochs=n_epoch, callbacks=callbacks, **trainer_kwargs)
-    trainer.fit(module, datamodule=datamodule, **fit_kwargs)
+    with quiet_known_warnings():
+        trainer.fit(module, datamodule=datamodule, **fit_kwargs)
     return trainer
 
 

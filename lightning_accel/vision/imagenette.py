@@ -9,6 +9,7 @@ validation, then ImageNet normalization.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -60,6 +61,31 @@ def list_images(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
     return items
 
 
+class UnreadableImageError(DatasetUnavailableError):
+    """A file with an image extension that PIL cannot read; the message names the file."""
+
+
+def find_unreadable(items: list[tuple[Path, int]]) -> tuple[Path, str] | None:
+    """The first file whose header PIL cannot identify as an image, with the reason, or None.
+
+    Reads only each file's header (fast), so it finds text files, empty files and files of the
+    wrong format, not a damaged image body: that is found when the image is decoded.
+    """
+    for path, _ in items:
+        try:
+            with Image.open(path):
+                pass
+        except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            return path, str(exc)
+    return None
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    # Ctrl-C reaches every process of the terminal's group; the main process decides what to do
+    # (stop after the batch, for `compare`) and shuts the workers down itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class PresizedImages(Dataset):
     """Images decoded to RGB, resized so the short side is `presize`, cropped square: uint8 CHW.
 
@@ -78,7 +104,7 @@ class PresizedImages(Dataset):
         try:
             return self._load(path), label
         except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
-            raise RuntimeError(f"cannot read image {path}: {exc}") from exc
+            raise UnreadableImageError(f"cannot read image {path}: {exc}") from exc
 
     def _load(self, path: Path) -> Tensor:
         with Image.open(path) as img:
@@ -183,6 +209,9 @@ class ImagenetteDataModule(pl.LightningDataModule):
         if not train or not val:
             empty = "train" if not train else "val"
             raise DatasetUnavailableError(f"{path / empty} holds no images ({IMAGE_EXTENSIONS})")
+        unreadable = find_unreadable(train + val)
+        if unreadable is not None:
+            raise UnreadableImageError(f"cannot read image {unreadable[0]}: {unreadable[1]}")
         self.path, self.classes, self.train_items, self.val_items = path, classes, train, val
 
     def _loader(self, items: list[tuple[Path, int]], train: bool) -> DataLoader:
@@ -196,6 +225,7 @@ class ImagenetteDataModule(pl.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
             generator=generator,
+            worker_init_fn=_ignore_sigint if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -8,7 +8,11 @@ from PIL import Image
 
 from lightning_accel.vision.augment import IMAGENET_MEAN, IMAGENET_STD
 from lightning_accel.vision.download import ArchiveSource, DatasetUnavailableError
-from lightning_accel.vision.imagenette import ImagenetteDataModule, PresizedImages
+from lightning_accel.vision.imagenette import (
+    ImagenetteDataModule,
+    PresizedImages,
+    UnreadableImageError,
+)
 
 from .conftest import CLASSES, head_md5, make_image_folder
 
@@ -193,8 +197,28 @@ def test_hidden_folders_are_not_classes(tmp_path):
 def test_an_unreadable_image_is_named(tmp_path):
     bad = tmp_path / "broken.JPEG"
     bad.write_bytes(b"not a jpeg at all")
-    with pytest.raises(RuntimeError, match="broken.JPEG"):
+    with pytest.raises(UnreadableImageError, match="broken.JPEG"):
         PresizedImages([(bad, 0)], presize=16, random_crop=False)[0]
+
+
+def test_setup_names_a_file_that_is_not_an_image(tmp_path):
+    folder = make_image_folder(tmp_path / "data", n_train=1, n_val=1)
+    bad = folder / "val" / CLASSES[1] / "notes.jpg"
+    bad.write_text("text")
+    (folder / "train" / CLASSES[0] / "README.txt").write_text("no image extension: ignored")
+    with pytest.raises(UnreadableImageError, match=f"cannot read image {bad}: cannot identify"):
+        module(folder).setup()
+
+
+def test_a_damaged_image_body_is_named_when_a_worker_decodes_it(tmp_path):
+    folder = make_image_folder(tmp_path / "data", n_train=1, n_val=1)
+    good = next((folder / "val").rglob("*.JPEG"))
+    good.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    dm = module(folder, num_workers=1)
+    dm.setup()  # the header is sound
+    # The worker's error comes back to this process with its class and the file's name.
+    with pytest.raises(UnreadableImageError, match=f"cannot read image {good}: image file is"):
+        list(dm.val_dataloader())
 
 
 def test_worker_processes_load_the_same_validation_batches(image_folder):

@@ -162,6 +162,10 @@ class CallbackBridge(pl.Callback):
         if not self._active:
             return
         self._restore_validation_schedule()
+        if self._resuming_in_epoch():
+            # Resumed from the fit's last batch: nothing left to run, but the epoch to close.
+            self._open_epoch_parts(trainer, self._pending_state["learn"].get("epoch", 0))
+            self._apply_pending_state("epoch")
         self._nest.close("fit")  # also what is still open, e.g. when max_steps ends an epoch
         self._active = False
         self._pending_state = None

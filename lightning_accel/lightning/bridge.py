@@ -448,10 +448,16 @@ class CallbackBridge(pl.Callback):
                 "pct_train": learn.pct_train,
                 "epoch": learn.epoch,
             },
-            # "epoch": written inside an epoch still running; restored once it is open again.
-            "within": "epoch" if self._nest.is_live("epoch") else "fit",
+            "within": self._within(),
             "cbs": cb_states,
         }
+
+    def _within(self) -> str:
+        """Where a checkpoint written now was written: "fit" between epochs; "epoch" inside one
+        that has not ended (its `after_epoch` is still to come, also after a CancelFit, which
+        skips it), so the state is restored once that epoch is open again."""
+        nest = self._nest
+        return "epoch" if nest.is_open("epoch") and "epoch" not in nest.ended else "fit"
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending_state = state_dict

@@ -34,7 +34,8 @@ def end_epoch_after_this_batch(trainer: pl.Trainer) -> None:
     """Make Lightning's training epoch loop end after the current batch.
 
     Lightning marks the last batch of an epoch in its batch progress; marking the current one
-    ends the loop after it (validation still runs unless skipped below).
+    ends the loop after it. Validation runs after it only if due then (`val_check_batch`): see
+    `validate_after_this_batch`.
     """
     _epoch_loop(trainer).batch_progress.is_last_batch = True
 

@@ -125,6 +125,8 @@ class CallbackBridge(pl.Callback):
         self._stop_eval = False
         self._val_schedule_moved = False
         self._saved_val_check: Any = None
+        self._train_batches = 0  # training batches started in this epoch
+        self._valid_batches = 0  # validation batches started in this validation run
 
     def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Tracked here rather than read from `trainer.sanity_checking` in every hook: cheaper.
@@ -219,13 +221,21 @@ class CallbackBridge(pl.Callback):
             learn.dl = trainer.train_dataloader
             learn.n_iter = _n_batches(trainer.num_training_batches)
             learn.iter = 0
+        self._train_batches = 0
         self._nest.open("train")
 
     # ------------------------------------------------------------------ Lightning hooks: batches
-    def _start_batch(self, batch: Any, batch_idx: int) -> None:
+    def _start_batch(self, batch: Any) -> None:
+        # `iter` is counted here, not taken from Lightning's `batch_idx`: Lightning 2.4 passes
+        # one less after a mid-epoch resume.
         learn = self.learn
         self._backward_ran = False
-        learn.iter = batch_idx
+        if self._in_train_batch:
+            learn.iter = self._train_batches
+            self._train_batches += 1
+        else:
+            learn.iter = self._valid_batches
+            self._valid_batches += 1
         learn.pred = learn.loss = None
         learn.xb, learn.yb = split_batch(batch)
         self._nest.open("batch")
@@ -244,7 +254,7 @@ class CallbackBridge(pl.Callback):
             self._open_epoch(trainer)
         self._in_train_batch = True
         self._steer()  # a part ended between batches ends Lightning's epoch loop here
-        self._start_batch(batch, batch_idx)
+        self._start_batch(batch)
 
     def on_before_backward(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
@@ -338,6 +348,7 @@ class CallbackBridge(pl.Callback):
         learn.dl = trainer.val_dataloaders
         learn.n_iter = _n_batches(trainer.num_val_batches)
         learn.iter = 0
+        self._valid_batches = 0
         self._nest.open("validate")
 
     def on_validation_batch_start(
@@ -353,7 +364,7 @@ class CallbackBridge(pl.Callback):
         if self._stop_eval:
             # Set only where every rank agrees (or there is one rank).
             internals.end_evaluation_loop()
-        self._start_batch(batch, batch_idx)
+        self._start_batch(batch)
 
     def on_validation_batch_end(
         self,
@@ -449,6 +460,7 @@ class CallbackBridge(pl.Callback):
                 "epoch": learn.epoch,
             },
             "within": self._within(),
+            "epoch_batches": self._train_batches,
             "cbs": cb_states,
         }
 
@@ -484,6 +496,8 @@ class CallbackBridge(pl.Callback):
         self._pending_state = None
         for key, value in state.get("learn", {}).items():
             setattr(self.learn, key, value)
+        if opened == "epoch":
+            self._train_batches = state.get("epoch_batches", 0)
         keyed = self.learn.state_keys()
         for key, cb_state in state.get("cbs", {}).items():
             # Written before state keys (no "version"): one entry per callback `name`.

@@ -19,15 +19,28 @@ import sys
 import time
 from pathlib import Path
 
+import lightning
+import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from packaging.version import Version
+from torchdata.stateful_dataloader import StatefulDataLoader
 
-from lightning_accel import Callback, CancelFitException
+from lightning_accel import Callback, CallbackBridge, CancelFitException
 
 from ..loop.reference import EventLog
-from ..tiny import loaders, one_cycle
-from .resume_fits import LR, N_EPOCH, N_TRAIN, N_VALID, every_n_steps, learner_of, run
+from ..tiny import loaders, one_cycle, quiet
+from .resume_fits import (
+    LR,
+    N_EPOCH,
+    N_TRAIN,
+    N_VALID,
+    every_n_steps,
+    learner_of,
+    make_module,
+    run,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,8 +49,21 @@ def steps_of(ckpt: Path) -> int:
     return int(re.search(r"step=(\d+)", ckpt.name).group(1))
 
 
+# Lightning before 2.5 resumes mid-epoch inexactly by itself, with or without this package
+# (see docs/callbacks.md): it validates at the wrong batches of the resumed epoch, drops a batch
+# under gradient accumulation and adds one with a plain loader. There, the bridge is checked
+# against plain Lightning resuming from the same checkpoints.
+EXACT_RESUME = Version(lightning.__version__) >= Version("2.5")
+needs_exact_resume = pytest.mark.skipif(
+    not EXACT_RESUME, reason=f"Lightning {lightning.__version__} mis-resumes mid-epoch itself"
+)
+
+
 def assert_same_fit(full, resumed, full_trainer, resumed_trainer):
-    """Weights, optimizer state, step counts, learner counters and Recorder history agree."""
+    """Weights, optimizer state, step counts, learner counters and Recorder history agree.
+
+    On Lightning before 2.5 the resumed epoch's validation loss is not compared (Lightning
+    validates at the wrong batches there)."""
     for a, b in zip(full.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
     opt_a, opt_b = full_trainer.optimizers[0], resumed_trainer.optimizers[0]
@@ -59,8 +85,11 @@ def assert_same_fit(full, resumed, full_trainer, resumed_trainer):
     rec_a, rec_b = learn_a.recorder, learn_b.recorder
     assert rec_b.losses == rec_a.losses and len(rec_a.losses) == N_EPOCH * N_TRAIN
     assert rec_b.lrs == rec_a.lrs and rec_b.iters == rec_a.iters
-    flat_a, flat_b = sum(rec_a.values, []), sum(rec_b.values, [])
-    assert flat_b == pytest.approx(flat_a, rel=1e-12, nan_ok=True) and len(rec_a.values) == N_EPOCH
+    columns = slice(None) if EXACT_RESUME else slice(0, 1)  # all, or train_loss only
+    flat_a = [v for row in rec_a.values for v in row[columns]]
+    flat_b = [v for row in rec_b.values for v in row[columns]]
+    assert flat_b == pytest.approx(flat_a, rel=1e-12, nan_ok=True)
+    assert len(rec_a.values) == len(rec_b.values) == N_EPOCH
     assert rec_b.hps == rec_a.hps
 
 
@@ -73,6 +102,7 @@ COMBOS = [
 
 
 @pytest.mark.slow
+@needs_exact_resume
 @pytest.mark.parametrize(("kind", "how", "accumulate"), COMBOS)
 def test_resuming_from_a_step_checkpoint_ends_on_the_uninterrupted_fit(
     tmp_path, kind, how, accumulate
@@ -137,9 +167,8 @@ def test_resuming_after_cancel_fit_trains_every_remaining_batch(tmp_path, kind):
         callbacks=[every_n_steps(ckpts, 1, save_last=True)],
     )
     assert stopped.global_step == 7 and stopped.state.status == "finished"
-    resumed, resumed_trainer = run(
-        kind, "one_cycle", 1, tmp_path / "resumed", ckpt_path=ckpts / "last.ckpt"
-    )
+    last = ckpts / "last.ckpt"
+    resumed, resumed_trainer = run(kind, "one_cycle", 1, tmp_path / "resumed", ckpt_path=last)
     assert_same_fit(full, resumed, full_trainer, resumed_trainer)
 
 
@@ -155,9 +184,8 @@ def test_resuming_from_a_train_time_interval_checkpoint(tmp_path):
     )
     full, full_trainer = run("accel", "one_cycle", 1, tmp_path / "full", callbacks=[timed])
     assert sorted(steps_of(c) for c in ckpts.glob("*.ckpt"))[:3] == [1, 2, 3]
-    resumed, resumed_trainer = run(
-        "accel", "one_cycle", 1, tmp_path / "resumed", ckpt_path=ckpts / "step=3.ckpt"
-    )
+    ckpt = ckpts / "step=3.ckpt"
+    resumed, resumed_trainer = run("accel", "one_cycle", 1, tmp_path / "resumed", ckpt_path=ckpt)
     assert_same_fit(full, resumed, full_trainer, resumed_trainer)
 
 
@@ -181,13 +209,13 @@ def test_resuming_a_process_killed_with_sigkill_from_its_last_checkpoint(tmp_pat
         proc.communicate()
     assert torch.load(out / "ckpt" / "last.ckpt", weights_only=False)["global_step"] == 6
     full, full_trainer = run("accel", "one_cycle", 1, tmp_path / "full")
-    resumed, resumed_trainer = run(
-        "accel", "one_cycle", 1, tmp_path / "resumed", ckpt_path=out / "ckpt" / "last.ckpt"
-    )
+    last = out / "ckpt" / "last.ckpt"
+    resumed, resumed_trainer = run("accel", "one_cycle", 1, tmp_path / "resumed", ckpt_path=last)
     assert_same_fit(full, resumed, full_trainer, resumed_trainer)
 
 
 @pytest.mark.slow
+@needs_exact_resume  # Lightning 2.4 trains one batch too many there, with or without the bridge
 def test_with_a_plain_loader_lightning_restarts_the_epochs_data_but_the_counts_hold(tmp_path):
     """As documented: a plain DataLoader cannot resume mid-epoch, so Lightning (with a warning)
     draws the rest of the epoch from the loader's start; every count still holds."""
@@ -223,3 +251,45 @@ def test_with_a_plain_loader_lightning_restarts_the_epochs_data_but_the_counts_h
     # ...but what it trains as the epoch's 4th and 5th batches are the loader's first two.
     batches = [x for x, _ in loaders(N_TRAIN, N_VALID)[0]]
     assert torch.equal(inputs.seen[0][2], batches[0]) and torch.equal(inputs.seen[1][2], batches[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_the_bridge_resumes_exactly_as_plain_lightning_does(tmp_path, accumulate):
+    """From every checkpoint (an epoch's last batch too), a plain module with the bridge and one
+    without end on the same weights and optimizer state after the same Lightning batches."""
+
+    class Batches(pl.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.seen.append((trainer.current_epoch, batch[0].sum().item()))
+
+    ckpts = tmp_path / "ckpt"
+    run("plain", "fit", accumulate, tmp_path / "full", callbacks=[every_n_steps(ckpts, 2)])
+    for ckpt in sorted(ckpts.glob("*.ckpt")):
+        fits = []
+        for bridged in (True, False):
+            module = make_module("plain")
+            batches = Batches()
+            callbacks = [batches, CallbackBridge(CancelAt(-1))] if bridged else [batches]
+            fitter = pl.Trainer(
+                **quiet(
+                    tmp_path / f"{ckpt.stem}-{bridged}",
+                    max_epochs=N_EPOCH,
+                    callbacks=callbacks,
+                    accumulate_grad_batches=accumulate,
+                )
+            )
+            fitter.fit(
+                module, *loaders(N_TRAIN, N_VALID, loader=StatefulDataLoader), ckpt_path=ckpt
+            )
+            state = fitter.optimizers[0].state_dict()["state"]
+            fits.append((list(module.parameters()), state, fitter.global_step, batches.seen))
+        (weights_a, state_a, step_a, seen_a), (weights_b, state_b, step_b, seen_b) = fits
+        assert (step_a, seen_a) == (step_b, seen_b), ckpt.name
+        assert all(torch.equal(a, b) for a, b in zip(weights_a, weights_b)), ckpt.name
+        for key, value in state_a.items():
+            for name, tensor in value.items():
+                assert torch.equal(torch.as_tensor(tensor), torch.as_tensor(state_b[key][name]))

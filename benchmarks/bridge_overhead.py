@@ -117,7 +117,7 @@ def accel_bridge(dl: DataLoader, n_callbacks: int = 6) -> tuple[float, float]:
         mlp(), nn.functional.cross_entropy, opt_func=torch.optim.Adam, lr=1e-3,
         cbs=[EveryEvent() for _ in range(n_callbacks)],
     )  # fmt: skip
-    module.bridge.learn.recorder.print_table = False
+    module.recorder.print_table = False
     return run_lightning(module, dl)
 
 

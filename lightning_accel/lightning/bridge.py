@@ -446,22 +446,11 @@ class CallbackBridge(pl.Callback):
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
-        learn = self.learn
-        cb_states = {
-            key: cb.state_dict()
-            for key, cb in learn.state_keys().items()
-            if callable(getattr(cb, "state_dict", None))
-        }
         return {
             "version": STATE_VERSION,
-            "learn": {
-                "train_iter": learn.train_iter,
-                "pct_train": learn.pct_train,
-                "epoch": learn.epoch,
-            },
+            **self.learn.state_dict(),  # "learn" (counters) and "cbs" (by state key)
             "within": self._within(),
             "epoch_batches": self._train_batches,
-            "cbs": cb_states,
         }
 
     def _within(self) -> str:
@@ -494,16 +483,10 @@ class CallbackBridge(pl.Callback):
         if state is None or state.get("within", "fit") != opened:
             return
         self._pending_state = None
-        for key, value in state.get("learn", {}).items():
-            setattr(self.learn, key, value)
         if opened == "epoch":
             self._train_batches = state.get("epoch_batches", 0)
-        keyed = self.learn.state_keys()
-        for key, cb_state in state.get("cbs", {}).items():
-            # Written before state keys (no "version"): one entry per callback `name`.
-            cb = keyed.get(key) if "version" in state else self.learn.callback_named(key)
-            if cb is not None and callable(getattr(cb, "load_state_dict", None)):
-                cb.load_state_dict(cb_state)
+        # Written before state keys (no "version"): one entry per callback `name`.
+        self.learn.load_state_dict(state, by_name="version" not in state)
 
 
 def _runs_batch_loop(pl_module: Any) -> bool:

@@ -24,6 +24,9 @@ from .dispatch import Dispatcher
 
 __all__ = ["Learner", "DataLoaders"]
 
+# The counters a checkpoint keeps (TrainEvalCallback advances them; the rest is set per batch).
+_CHECKPOINTED = ("train_iter", "pct_train", "epoch")
+
 
 class DataLoaders(NamedTuple):
     """The fit's loaders, as the chapter's `learn.dls.train` / `learn.dls.valid`."""
@@ -160,6 +163,37 @@ class Learner:
     def state_keys(self) -> dict[str, Callback]:
         """Every callback under a checkpoint key of its own (see `Callback.state_key`)."""
         return unique_state_keys(self._cbs)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The counters a resumed fit needs, and each stateful callback's state by its key.
+
+        A callback is stateful when its class defines `state_dict` (looked up on the class: on
+        the instance, an undefined name would fall through to the learner's own).
+        """
+        return {
+            "learn": {k: getattr(self, k) for k in _CHECKPOINTED},
+            "cbs": {
+                key: cb.state_dict()
+                for key, cb in self.state_keys().items()
+                if callable(
+                    getattr(type(cb), "state_dict", None)
+                )  # not the learner's, by fallthrough
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any], by_name: bool = False) -> None:
+        """Restore `state_dict()`'s output; entries for callbacks not attached are ignored.
+
+        `by_name`: the callbacks are keyed by `name` (checkpoints of version 1).
+        """
+        for key, value in state.get("learn", {}).items():
+            setattr(self, key, value)
+        keyed = self.state_keys()
+        for key, cb_state in state.get("cbs", {}).items():
+            cb = self.callback_named(key) if by_name else keyed.get(key)
+            if cb is not None and callable(getattr(type(cb), "load_state_dict", None)):
+                cb.load_state_dict(cb_state)
 
     # ------------------------------------------------------------------ state
     @property

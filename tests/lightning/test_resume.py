@@ -194,19 +194,23 @@ def test_resuming_a_process_killed_with_sigkill_from_its_last_checkpoint(tmp_pat
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "tests.lightning.resume_fits", str(out), "6"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while not (out / "waiting").exists():
-            assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
-            assert time.monotonic() < deadline, "the child never reached step 6"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+    log = tmp_path / "child.log"  # a file, not a pipe: a full pipe would block the child
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            # Generous: a loaded CI machine takes long to start a Python with torch. A hang
+            # still fails here.
+            deadline = time.monotonic() + 400
+            while not (out / "waiting").exists():
+                assert proc.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "the child never reached step 6"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=60) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert torch.load(out / "ckpt" / "last.ckpt", weights_only=False)["global_step"] == 6
     full, full_trainer = run("accel", "one_cycle", 1, tmp_path / "full")
     last = out / "ckpt" / "last.ckpt"

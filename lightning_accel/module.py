@@ -200,7 +200,7 @@ class AccelModule(pl.LightningModule):
             # the prediction in after_pred, as RNNRegularizer does): check the forward pass only.
             self.model(*split_batch(batch)[0])
             return None
-        if not bridge.is_live:  # a bridge not in this trainer: no events
+        if not bridge.is_live:  # called outside a fit or validation run: no events
             xb, yb = split_batch(batch)
             pred = self.model(*xb)
             loss = self.loss_func(pred, *yb)

@@ -1,7 +1,7 @@
-"""DDP scenarios for test_ddp.py: `torchrun --nproc_per_node=2 -m tests.lightning.ddp_scenarios`.
+"""DDP scenarios for test_ddp.py, run as `torchrun --nproc_per_node=2 -m MODULE OUT`.
 
-Each scenario raises a Cancel exception on one rank only; every rank writes its event sequence
-and final parameters to OUT/<scenario>-rank<r>.json.
+MODULE is `tests.lightning.ddp_scenarios`. Each scenario raises a Cancel exception on one rank
+only; every rank writes its event sequence and final parameters to OUT/<scenario>-rank<r>.json.
 """
 
 from __future__ import annotations

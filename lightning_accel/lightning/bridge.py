@@ -262,6 +262,8 @@ class CallbackBridge(pl.Callback):
         if not self.is_live:
             return
         self._backward_ran = True
+        # A plain module's previous step (manual optimization: several per batch) ends here.
+        self._nest.close("step")
         plain = not _runs_batch_loop(pl_module)
         if plain and self._nest.is_live("batch"):
             # A plain module has no after_loss: show the loss as the chapter defines it.
@@ -291,6 +293,7 @@ class CallbackBridge(pl.Callback):
     ) -> None:
         if not self.is_live:
             return
+        self._nest.close("step")  # the previous optimizer's step, under manual optimization
         skip = not self._nest.open("step")
         # With a GradScaler, Lightning calls no step at all after a skipped backward: a skip
         # requested then would wrongly cancel the next batch's step.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +22,7 @@ from lightning_accel import (
     CancelBatchException,
     CancelFitException,
     CancelStepException,
+    TerminateOnNaNCallback,
 )
 from lightning_accel.optim.recipes import SGD
 
@@ -316,3 +318,53 @@ def test_an_error_in_a_callback_leaves_the_trainer_reusable(tmp_path):
     trainer.fit(module, *loaders(3, 2))
     assert log.seq[0] == "before_fit" and log.seq[-1] == "after_fit"
     assert log.seq.count("after_epoch") == 2
+
+
+class TwoOptimizers(pl.LightningModule):
+    """Manual optimization with two optimizers, each stepping once per batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+        self.first, self.second = nn.Linear(3, 1), nn.Linear(3, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        for net, opt in zip((self.first, self.second), self.optimizers()):
+            self.manual_backward(nn.functional.mse_loss(net(x), y))
+            opt.step()
+            opt.zero_grad()
+
+    def configure_optimizers(self):
+        return [torch.optim.SGD(net.parameters(), lr=LR) for net in (self.first, self.second)]
+
+
+def test_manual_optimization_gets_a_backward_and_a_step_per_optimizer(tmp_path):
+    class SkipFirstOptimizer(Callback):
+        def __init__(self):
+            self.steps = 0
+
+        def before_step(self):
+            self.steps += 1
+            if self.steps % 2 == 1:  # every batch's first optimizer
+                raise CancelStepException
+
+    log = EventLog()
+    module = TwoOptimizers()
+    first, second = copy.deepcopy(module.first), copy.deepcopy(module.second)
+    bridge = CallbackBridge(SkipFirstOptimizer(), log)
+    make_trainer(tmp_path, max_epochs=1, callbacks=[bridge]).fit(module, loaders(2, 0)[0])
+    step = ["before_backward", "after_backward", "before_step"]
+    skipped, stepped = [*step, "after_cancel_step", "after_step"], [*step, "after_step"]
+    batch = ["before_batch", *skipped, *stepped, "after_batch"]
+    assert log.seq == ["before_fit", "before_epoch", "before_train", *batch * 2, "after_train",
+                       "after_epoch", "after_fit"]  # fmt: skip
+    assert all(torch.equal(a, b) for a, b in zip(module.first.parameters(), first.parameters()))
+    assert not torch.equal(module.second.weight, second.weight)
+
+
+def test_a_constraint_naming_no_attached_callback_warns_when_the_fit_starts(tmp_path):
+    bridge = CallbackBridge(TerminateOnNaNCallback(), recorder=False)
+    fitter = make_trainer(tmp_path, max_epochs=1, callbacks=[bridge])
+    with pytest.warns(UserWarning, match=r"TerminateOnNaNCallback\.run_before = Recorder names no"):
+        fitter.fit(PlainModule(lr=LR), loaders(1, 0)[0])

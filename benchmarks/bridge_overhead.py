@@ -6,8 +6,9 @@ an AccelModule whose bridge runs TrainEval and Recorder only, and with six more 
 define every event; and a hand-written PyTorch loop. Each batch is timed from one batch start
 to the next, in wall time and in process CPU time (the CPU time is the steadier figure on a shared,
 loaded machine: other processes' load barely enters it); the per-run figure is the median
-batch. Runs are interleaved and repeated `--repeats` times; the table gives the medians and
-their ratios to plain Lightning.
+batch. Runs are interleaved and repeated `--repeats` times; the table gives the medians, their
+ratios to plain Lightning, and the spread of the per-repeat CPU ratios (each variant against the
+plain Lightning run of the same repeat: min to max).
 Run: `python benchmarks/bridge_overhead.py`.
 """
 
@@ -117,7 +118,7 @@ def accel_bridge(dl: DataLoader, n_callbacks: int = 6) -> tuple[float, float]:
         mlp(), nn.functional.cross_entropy, opt_func=torch.optim.Adam, lr=1e-3,
         cbs=[EveryEvent() for _ in range(n_callbacks)],
     )  # fmt: skip
-    module.bridge.learn.recorder.print_table = False
+    module.recorder.print_table = False
     return run_lightning(module, dl)
 
 
@@ -165,15 +166,24 @@ def main() -> None:
         for name, v in times.items()
     }
     base_wall, base_cpu = med["plain Lightning Trainer"]
+    plain_runs = times["plain Lightning Trainer"]
+    spread = {
+        name: sorted(c / p_c for (_, c), (_, p_c) in zip(v, plain_runs))
+        for name, v in times.items()
+    }
     print(
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"1 thread; {args.batches} batches of {BS}, median of {args.repeats} interleaved runs"
     )
-    print("| loop | CPU ms / batch | CPU ratio | wall ms / batch | wall ratio |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| loop | CPU ms / batch | CPU ratio | per-repeat CPU ratios | wall ms / batch "
+        "| wall ratio |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for name, (wall, cpu) in med.items():
+        low, high = spread[name][0], spread[name][-1]
         print(
-            f"| {name} | {cpu * 1e3:.3f} | {cpu / base_cpu:.3f} | "
+            f"| {name} | {cpu * 1e3:.3f} | {cpu / base_cpu:.3f} | {low:.3f} to {high:.3f} | "
             f"{wall * 1e3:.3f} | {wall / base_wall:.3f} |"
         )
 

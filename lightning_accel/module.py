@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -12,8 +13,10 @@ import torch
 from torch import nn
 from torchmetrics.aggregation import MeanMetric
 
-from .lightning.bridge import CallbackBridge, has_grad_scaler, split_batch
-from .loop.callback import Callback, _snake_name
+from .callbacks.recorder import Recorder
+from .lightning.bridge import CallbackBridge, split_batch
+from .lightning.internals import grad_scaler
+from .loop.callback import Callback, snake_name
 from .optim.optimizer import AccelOptimizer
 from .optim.recipes import Adam
 
@@ -45,10 +48,13 @@ class AccelModule(pl.LightningModule):
     -> `before_step` -> step -> `after_step` -> `after_batch`; a callback may replace `xb`, `yb`,
     `pred`, `loss` or the gradients, and Cancel any part. Its `bridge` is installed through
     `configure_callbacks`.
+
+    The fit helpers (`fit_one_cycle`, `lr_find`, ...) use its public interface: `added_cbs`,
+    `recorder`, `moms` and `mock_fit`.
     """
 
-    # Read by the bridge: this module runs after_pred/after_loss itself.
-    _runs_chapter_batch_loop = True
+    # Read by the bridge: this module runs the batch loop (after_pred, after_loss) itself.
+    runs_chapter_batch_loop = True
 
     def __init__(
         self,
@@ -93,9 +99,35 @@ class AccelModule(pl.LightningModule):
         learn = self.bridge.learn
         learn.model, learn.loss_func, learn.opt_func = model, loss_func, opt_func
         learn.metrics = self.metrics
-        for cb in self.bridge.cbs:  # the default callbacks meet the model now
-            self.bridge._create(cb)
+        learn.create_callbacks()  # the default callbacks meet the model now
         self.bridge.add_cbs(*(cbs or ()))
+
+    # ------------------------------------------------------------------ public interface
+    def added_cbs(self, *cbs: Callback | type) -> contextlib.AbstractContextManager:
+        """Attach loop callbacks to this module's bridge for a `with` block (a fit)."""
+        return self.bridge.added_cbs(*cbs)
+
+    @property
+    def recorder(self) -> Recorder | None:
+        """The bridge's `Recorder` (the training history), or None when it has none."""
+        return next((cb for cb in self.bridge.cbs if isinstance(cb, Recorder)), None)
+
+    @contextlib.contextmanager
+    def mock_fit(self) -> Iterator[None]:
+        """For a throwaway fit (the learning-rate finder's mock training).
+
+        The Recorder prints no table, and `opt` is the optimizer the module had before.
+        """
+        recorder, saved_opt = self.recorder, self.opt
+        printing = recorder.print_table if recorder is not None else False
+        if recorder is not None:
+            recorder.print_table = False
+        try:
+            yield
+        finally:
+            self.opt = saved_opt
+            if recorder is not None:
+                recorder.print_table = printing
 
     # ------------------------------------------------------------------ Lightning wiring
     def configure_callbacks(self) -> list[pl.Callback]:
@@ -137,13 +169,11 @@ class AccelModule(pl.LightningModule):
         if not bridge.batch_alive:
             return self._skipped_loss()
         learn.pred = self.model(*learn.xb)
-        bridge._emit("after_pred")
-        if not bridge.batch_alive:
+        if not bridge.batch_event("after_pred"):
             return self._skipped_loss()
         # learn.loss_func, not self.loss_func: a callback may swap it (MixUp does).
         learn.loss = learn.loss_func(learn.pred, *learn.yb)
-        bridge._emit("after_loss")
-        if not bridge.batch_alive:
+        if not bridge.batch_event("after_loss"):
             return self._skipped_loss()
         # No per-step `self.log` here: it costs more than the whole bridge, and the Recorder
         # already sends the smoothed loss to the loggers every `log_every_n_steps`.
@@ -151,7 +181,7 @@ class AccelModule(pl.LightningModule):
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         if self.bridge.is_live and self.bridge.backward_cancelled:
-            if self.trainer.world_size > 1 or has_grad_scaler(self.trainer):
+            if self.trainer.world_size > 1 or grad_scaler(self.trainer) is not None:
                 # DDP all-reduces gradients during backward: every rank must run one. A GradScaler
                 # must find gradients to check for infs. Zero gradients serve both.
                 self._zero_loss().backward()
@@ -170,7 +200,7 @@ class AccelModule(pl.LightningModule):
             # the prediction in after_pred, as RNNRegularizer does): check the forward pass only.
             self.model(*split_batch(batch)[0])
             return None
-        if not bridge.is_live:  # trainer.validate outside a fit: no events
+        if not bridge.is_live:  # called outside a fit or validation run: no events
             xb, yb = split_batch(batch)
             pred = self.model(*xb)
             loss = self.loss_func(pred, *yb)
@@ -178,12 +208,10 @@ class AccelModule(pl.LightningModule):
             if not bridge.batch_alive:
                 return None
             learn.pred = self.model(*learn.xb)
-            bridge._emit("after_pred")
-            if not bridge.batch_alive:
+            if not bridge.batch_event("after_pred"):
                 return None
             learn.loss = learn.loss_func(learn.pred, *learn.yb)
-            bridge._emit("after_loss")
-            if not bridge.batch_alive:
+            if not bridge.batch_event("after_loss"):
                 return None
             xb, yb, pred, loss = learn.xb, learn.yb, learn.pred, learn.loss
         self._valid_loss.update(loss.detach().float(), weight=_batch_size(xb))
@@ -232,7 +260,7 @@ def _named_metrics(metrics: Any) -> dict[str, nn.Module]:
     else:
         if isinstance(metrics, nn.Module):
             metrics = [metrics]
-        items = [(_snake_name(type(m).__name__), m) for m in metrics]
+        items = [(snake_name(type(m).__name__), m) for m in metrics]
     named: dict[str, nn.Module] = {}
     for name, metric in items:
         if not isinstance(metric, nn.Module) or not hasattr(metric, "compute"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -62,6 +63,20 @@ class Recorder(Callback):
         self.metric_names: list[str] = []
         self._smooth.reset()
         self._printed_header = False
+        self._in_epoch = False
+        self._reset_epoch()
+
+    def _reset_epoch(self) -> None:
+        self._start = time.perf_counter()
+        self._train_sum = self._train_n = 0.0
+        self._valid_sum = self._valid_n = 0.0
+        self._validated = False
+        self._metrics_row: list[float] | None = None
+
+    def set_hps(self, hps: Mapping[str, list[Any]]) -> None:
+        """Keep the hyper-parameters a scheduler set, one value per training batch, for
+        `plot_sched` (`ParamScheduler` hands them over at the end of each fit)."""
+        self.hps = {name: list(values) for name, values in hps.items()}
 
     # ------------------------------------------------------------------ events
     def before_fit(self) -> None:
@@ -71,13 +86,12 @@ class Recorder(Callback):
         self.metric_names = list(metrics.keys()) if metrics is not None else []
 
     def before_epoch(self) -> None:
-        self._start = time.perf_counter()
-        self._train_sum = self._train_n = 0.0
-        self._valid_sum = self._valid_n = 0.0
-        self._validated = False
-        self._metrics_row = None
+        self._reset_epoch()
+        self._in_epoch = True
 
     def before_validate(self) -> None:
+        if not self._in_epoch:
+            self._reset_epoch()  # a validation outside a fit (`trainer.validate`): this run only
         self._validated = True
 
     def after_batch(self) -> None:
@@ -111,12 +125,13 @@ class Recorder(Callback):
                 logger.log_metrics({"recorder/smooth_loss": smooth}, step=step)
 
     def after_epoch(self) -> None:
+        self._in_epoch = False
         train_loss = self._train_sum / self._train_n if self._train_n else math.nan
         valid_loss = self._valid_sum / self._valid_n if self._valid_n else math.nan
         row = [train_loss, valid_loss, *self._metric_values()]
         self.values.append(row)
         self.iters.append(len(self.losses))
-        elapsed = time.perf_counter() - getattr(self, "_start", time.perf_counter())
+        elapsed = time.perf_counter() - self._start
         trainer = self.learn.trainer
         is_zero = trainer is None or trainer.is_global_zero
         if self.print_table and is_zero:
@@ -141,7 +156,7 @@ class Recorder(Callback):
         self._metrics_row = [float(logged.get(n, math.nan)) for n in self.metric_names]
 
     def _metric_values(self) -> list[float]:
-        row = getattr(self, "_metrics_row", None)
+        row = self._metrics_row
         if not self._validated or row is None:
             return [math.nan] * len(self.metric_names)
         return row
@@ -203,6 +218,14 @@ class Recorder(Callback):
             "values": [list(r) for r in self.values],
             "hps": {k: list(v) for k, v in self.hps.items()},
             "smooth": (self._smooth.count, self._smooth.avg),
+            # The epoch in progress, for a checkpoint written in the middle of one.
+            "epoch": {
+                "train": (self._train_sum, self._train_n),
+                "valid": (self._valid_sum, self._valid_n),
+                "validated": self._validated,
+                "metrics_row": self._metrics_row,
+                "elapsed": time.perf_counter() - self._start,
+            },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -214,6 +237,14 @@ class Recorder(Callback):
         self._smooth.count, self._smooth.avg = state["smooth"]
         if self._smooth.count:
             self.learn.smooth_loss = torch.tensor(self._smooth.value)
+        epoch = state.get("epoch")  # absent in checkpoints written before mid-epoch resume
+        if epoch is not None:
+            self._train_sum, self._train_n = epoch["train"]
+            self._valid_sum, self._valid_n = epoch["valid"]
+            self._validated = epoch["validated"]
+            row = epoch["metrics_row"]
+            self._metrics_row = None if row is None else list(row)
+            self._start = time.perf_counter() - epoch["elapsed"]
 
 
 def _batch_size(xb: tuple) -> int:

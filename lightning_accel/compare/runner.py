@@ -161,7 +161,7 @@ def _module(recipe: Recipe, model: nn.Module, num_classes: int) -> AccelModule:
         metrics={"accuracy": MulticlassAccuracy(num_classes, average="micro")},
     )
     # The bridge's Recorder would print its own table; compare prints the chapter's (EpochTable).
-    recorder = module.bridge.callback_named("recorder")
+    recorder = module.recorder
     if recorder is not None:
         recorder.print_table = False
     return module

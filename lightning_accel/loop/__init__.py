@@ -1,4 +1,5 @@
-"""The chapter's training loop, without Lightning: events, Cancel exceptions, callbacks, state."""
+"""The chapter's training loop, without Lightning: events, Cancel exceptions, callbacks, the
+nesting of the loop's parts and the learner state."""
 
 from .callback import Callback, sort_callbacks
 from .events import (
@@ -12,6 +13,7 @@ from .events import (
     CancelValidException,
     event,
 )
+from .nesting import Nesting
 from .state import Learner
 
 __all__: list[str] = [
@@ -27,4 +29,5 @@ __all__: list[str] = [
     "CancelEpochException",
     "CancelFitException",
     "Learner",
+    "Nesting",
 ]

@@ -1,17 +1,26 @@
-"""`Callback`, the chapter's callback base, and the rules that order callbacks."""
+"""`Callback`, the chapter's callback base, the rules that order callbacks, and state keys."""
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import re
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .events import ALL_EVENTS, INNER_EVENTS, CancelException
+from .dispatch import call_callback
+from .events import ALL_EVENTS
 
-__all__ = ["Callback", "sort_callbacks", "check_event_names", "name_origin", "LEARNER_ATTRS"]
+__all__ = [
+    "Callback",
+    "sort_callbacks",
+    "unmatched_constraints",
+    "check_constraints",
+    "unique_state_keys",
+    "check_event_names",
+    "snake_name",
+    "LEARNER_ATTRS",
+]
 
 # The learner state every callback can read as `self.<name>` (the bridge keeps it up to date).
 LEARNER_ATTRS: frozenset[str] = frozenset(
@@ -45,11 +54,12 @@ LEARNER_ATTRS: frozenset[str] = frozenset(
 
 # Attributes of Callback itself; never looked up on the learner.
 _OWN_ATTRS = frozenset(
-    {"learn", "order", "run", "run_train", "run_valid", "run_before", "run_after", "name"}
-)
+    {"learn", "order", "run", "run_train", "run_valid", "run_before", "run_after", "name",
+     "state_key"}
+)  # fmt: skip
 
 
-def _snake_name(cls_name: str) -> str:
+def snake_name(cls_name: str) -> str:
     """`TerminateOnNaNCallback` -> `terminate_on_nan`, `Recorder` -> `recorder`."""
     base = cls_name[: -len("Callback")] if cls_name.endswith("Callback") else cls_name
     base = base or cls_name
@@ -80,7 +90,17 @@ class Callback:
     @property
     def name(self) -> str:
         """Snake-case class name without the `Callback` suffix: a `Recorder` is `learn.recorder`."""
-        return _snake_name(type(self).__name__)
+        return snake_name(type(self).__name__)
+
+    @property
+    def state_key(self) -> str:
+        """The key of this callback's entry in a checkpoint (Lightning's convention).
+
+        The class's qualified name by default; override it when instances of one class differ
+        in what they hold. Several attached callbacks with the same key are numbered in the
+        order they were attached (`Recorder`, `Recorder#2`), so each keeps its own state.
+        """
+        return type(self).__qualname__
 
     def __getattr__(self, name: str) -> Any:
         # Only reached when normal lookup fails: fall through to the learner state.
@@ -115,30 +135,8 @@ class Callback:
                 )
         super().__setattr__(name, value)
 
-    def __call__(self, event_name: str) -> Any:
-        """Run the method for `event_name`, if any, honouring `run`, `run_train`, `run_valid`."""
-        result = None
-        if self.run and self._runs_in_phase(event_name):
-            method = getattr(type(self), event_name, None)
-            if method is not None:
-                try:
-                    result = method(self)
-                except CancelException:
-                    raise
-                except Exception as exc:
-                    name_origin(exc, type(self).__name__, event_name)
-                    raise
-        if event_name == "after_fit":
-            # A callback may switch itself off for one fit (`self.run = False`); the next fit
-            # starts with it on again, as in the reference.
-            self.run = True
-        return result
-
-    def _runs_in_phase(self, event_name: str) -> bool:
-        if event_name not in INNER_EVENTS:
-            return True
-        training = getattr(self.learn, "training", True) if self.learn is not None else True
-        return self.run_train if training else self.run_valid
+    # One implementation for a callback called alone and for the loop's dispatcher.
+    __call__ = call_callback
 
     def __repr__(self) -> str:
         return type(self).__name__
@@ -147,19 +145,6 @@ class Callback:
 def _has_state(learn: Any, name: str) -> bool:
     has = getattr(learn, "has_state", None)
     return bool(has(name)) if has is not None else hasattr(learn, name)
-
-
-def name_origin(exc: BaseException, cls_name: str, event_name: str) -> None:
-    """Prefix the exception's message with the callback and event; type and traceback stay."""
-    prefix = f"Exception in callback `{cls_name}` during event `{event_name}`"
-    if getattr(exc, "_accel_named", False):
-        return
-    if exc.args and isinstance(exc.args[0], str):
-        exc.args = (f"{prefix}: {exc.args[0]}", *exc.args[1:])
-    else:
-        exc.args = (f"{prefix}: {exc!r}", *exc.args)
-    with contextlib.suppress(AttributeError):  # exceptions with __slots__
-        exc._accel_named = True
 
 
 def check_event_names(cb: Callback) -> None:
@@ -195,15 +180,59 @@ def _matches(cb: Callback, spec: type | str) -> bool:
     return spec in (cb.name, type(cb).__name__)
 
 
+def _spec_name(spec: type | str) -> str:
+    return spec.__name__ if isinstance(spec, type) else repr(spec)
+
+
+def check_constraints(cb: Callback) -> None:
+    """Refuse a callback whose `run_before`/`run_after` names itself: it can never hold."""
+    for attr in ("run_before", "run_after"):
+        for spec in _as_tuple(getattr(cb, attr)):
+            if not isinstance(spec, (str, type)):
+                raise TypeError(
+                    f"{type(cb).__name__}.{attr} must name callbacks by class or name, got {spec!r}"
+                )
+            if _matches(cb, spec):
+                raise ValueError(
+                    f"{type(cb).__name__}.{attr} names {_spec_name(spec)}, which is the callback "
+                    f"itself: a callback cannot run {attr[4:]} itself"
+                )
+
+
+def unmatched_constraints(cbs: Iterable[Callback]) -> list[str]:
+    """`run_before`/`run_after` entries that name no callback in `cbs`, as readable lines."""
+    cbs = list(cbs)
+    lines = []
+    for cb in cbs:
+        for attr in ("run_before", "run_after"):
+            for spec in _as_tuple(getattr(cb, attr)):
+                if not any(other is not cb and _matches(other, spec) for other in cbs):
+                    lines.append(f"{type(cb).__name__}.{attr} = {_spec_name(spec)}")
+    return lines
+
+
+def unique_state_keys(cbs: Iterable[Callback]) -> dict[str, Callback]:
+    """Each callback under its `state_key`; repeated keys get `#2`, `#3`, ... in list order."""
+    keyed: dict[str, Callback] = {}
+    seen: dict[str, int] = {}
+    for cb in cbs:
+        key = cb.state_key
+        seen[key] = seen.get(key, 0) + 1
+        keyed[key if seen[key] == 1 else f"{key}#{seen[key]}"] = cb
+    return keyed
+
+
 def sort_callbacks(cbs: Iterable[Callback]) -> list[Callback]:
     """Order callbacks so every `run_before`/`run_after` holds; ties by `order`, then insertion.
 
-    Raises `ValueError` naming the cycle when the constraints contradict each other.
+    Raises `ValueError` naming the cycle when the constraints contradict each other, and when a
+    callback names itself.
     """
     cbs = list(cbs)
     n = len(cbs)
     after: list[set[int]] = [set() for _ in range(n)]  # after[i]: indices that must follow i
     for i, cb in enumerate(cbs):
+        check_constraints(cb)
         for spec in _as_tuple(cb.run_before):
             after[i].update(j for j, other in enumerate(cbs) if j != i and _matches(other, spec))
         for spec in _as_tuple(cb.run_after):

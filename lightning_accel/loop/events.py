@@ -5,6 +5,9 @@ from __future__ import annotations
 __all__ = [
     "EVENTS",
     "CANCEL_EVENTS",
+    "PARTS",
+    "CANCELS",
+    "cancelled_part",
     "event",
     "CancelException",
     "CancelBatchException",
@@ -91,47 +94,61 @@ event = _EventNamespace()
 class CancelException(Exception):
     """Base of the control-flow exceptions; the loop catches them, they are never errors."""
 
-    # The event emitted right after the loop catches the exception.
-    cancel_event: str = ""
-
 
 class CancelBatchException(CancelException):
     """Skip the rest of this batch (the optimizer step included) and go to `after_batch`."""
-
-    cancel_event = "after_cancel_batch"
 
 
 class CancelBackwardException(CancelException):
     """Skip the backward pass (raised in `before_backward`) and go to `after_backward`."""
 
-    cancel_event = "after_cancel_backward"
-
 
 class CancelStepException(CancelException):
     """Skip the optimizer step (raised in `before_step`) and go to `after_step`."""
-
-    cancel_event = "after_cancel_step"
 
 
 class CancelTrainException(CancelException):
     """Skip the rest of the training phase of the epoch and go to `after_train`."""
 
-    cancel_event = "after_cancel_train"
-
 
 class CancelValidException(CancelException):
     """Skip the rest of the validation phase of the epoch and go to `after_validate`."""
-
-    cancel_event = "after_cancel_validate"
 
 
 class CancelEpochException(CancelException):
     """Skip the rest of this epoch, validation included, and go to `after_epoch`."""
 
-    cancel_event = "after_cancel_epoch"
-
 
 class CancelFitException(CancelException):
     """Stop the fit and go to `after_fit`; `trainer.fit` returns normally."""
 
-    cancel_event = "after_cancel_fit"
+
+# The parts of the chapter's loop, outermost first: each is `before_<part>`, its body, and
+# `after_<part>`, with `after_cancel_<part>` in between when its own exception cancels it.
+PARTS: tuple[str, ...] = ("fit", "epoch", "train", "validate", "batch", "backward", "step")
+
+# The one table of what each Cancel exception cancels (its events are `after_cancel_<part>` and
+# `after_<part>`): the loop core (`loop/nesting.py`) and the docs read it.
+CANCELS: dict[type[CancelException], str] = {
+    CancelBatchException: "batch",
+    CancelBackwardException: "backward",
+    CancelStepException: "step",
+    CancelTrainException: "train",
+    CancelValidException: "validate",
+    CancelEpochException: "epoch",
+    CancelFitException: "fit",
+}
+
+
+def cancelled_part(exc: CancelException) -> str:
+    """The part of the loop `exc` cancels (a subclass cancels what its base cancels)."""
+    part = CANCELS.get(type(exc))
+    if part is None:
+        for klass, name in CANCELS.items():
+            if isinstance(exc, klass):
+                return name
+        raise TypeError(
+            f"{type(exc).__name__} is a CancelException but none of the seven the loop knows "
+            f"({', '.join(k.__name__ for k in CANCELS)}); subclass one of those"
+        )
+    return part

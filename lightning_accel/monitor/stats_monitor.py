@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
+from ..lightning.internals import disable_default_hp_metric
 from ..loop.callback import Callback
 from .hyperparams import flat_scalars, group_hypers, hparam_value, optimizer_label
 from .layers import LayerGrouping, by_module
@@ -134,8 +135,7 @@ class OptimizerStatsMonitor(Callback, pl.Callback):
             return
         # Lightning writes a placeholder HParams session (hp_metric = -1) right after this hook,
         # and TensorBoard shows the first session of a run: without this, ours would be hidden.
-        if getattr(self._logger, "_default_hp_metric", False):
-            self._logger._default_hp_metric = False
+        disable_default_hp_metric(self._logger)
         self._start_hparams = self._run_settings(trainer, pl_module)
 
     def _run_settings(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:

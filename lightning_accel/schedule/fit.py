@@ -2,8 +2,9 @@
 
 Each builds a `Trainer` (extra keyword arguments go to it), runs the fit with a `ParamScheduler`
 for its policy and returns the trainer. An `AccelModule` gets the scheduler (and `cbs`) in its
-own bridge for the duration of the fit, so its Recorder sees the schedule; a plain
-`LightningModule` gets a `CallbackBridge` holding them in the trainer's callbacks.
+own bridge for the duration of the fit (`AccelModule.added_cbs`), so its Recorder sees the
+schedule; a plain `LightningModule` gets a `CallbackBridge` holding them in the trainer's
+callbacks.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import lightning.pytorch as pl
 from ..lightning.bridge import CallbackBridge
 from ..lightning.known_warnings import quiet_known_warnings
 from ..loop.callback import Callback
+from ..module import AccelModule
 from .param_scheduler import ParamScheduler
 from .policies import ConstantPolicy, FlatCosPolicy, OneCyclePolicy, SGDRPolicy
 
@@ -47,10 +49,9 @@ def _run(
                 "pass Lightning callbacks as callbacks=[...]"
             )
     added = [ParamScheduler(policy), *cbs] if policy is not None else cbs
-    bridge = getattr(module, "bridge", None)
-    if isinstance(bridge, CallbackBridge):
+    if isinstance(module, AccelModule):
         trainer = pl.Trainer(max_epochs=n_epoch, **trainer_kwargs)
-        with bridge.added_cbs(*added), quiet_known_warnings():
+        with module.added_cbs(*added), quiet_known_warnings():
             trainer.fit(module, datamodule=datamodule, **fit_kwargs)
         return trainer
     callbacks = list(trainer_kwargs.pop("callbacks", None) or [])

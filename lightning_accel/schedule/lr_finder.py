@@ -13,7 +13,7 @@ import functools
 import math
 import warnings
 from collections import namedtuple
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..module import AccelModule
 from .functions import SchedExp
 from .hypers import get_hyper, set_hyper
 from .suggestions import valley
@@ -268,21 +269,6 @@ def _cycle_colors() -> list[str]:
     return colors[1:] + colors[:1]  # the curve takes the first colour
 
 
-@contextlib.contextmanager
-def _quiet_recorder(module: Any) -> Iterator[None]:
-    """An AccelModule's Recorder prints no epoch table for the mock training (reference too)."""
-    learn = getattr(getattr(module, "bridge", None), "learn", None)
-    recorder = getattr(learn, "recorder", None) if learn is not None else None
-    if recorder is None or not hasattr(recorder, "print_table"):
-        yield
-        return
-    printing, recorder.print_table = recorder.print_table, False
-    try:
-        yield
-    finally:
-        recorder.print_table = printing
-
-
 _FIXED_TRAINER_ARGS = ("max_steps", "max_epochs")
 
 
@@ -329,15 +315,14 @@ def lr_find(
         "callbacks": [*trainer_kwargs.get("callbacks", []), finder],
     }
     trainer = pl.Trainer(**settings)
-    saved_opt = module.__dict__.get("opt", None)
+    # An AccelModule prints no epoch table for the mock training (the reference neither), and
+    # keeps the optimizer it had as `module.opt`.
+    mock = module.mock_fit() if isinstance(module, AccelModule) else contextlib.nullcontext()
     try:
-        with _quiet_recorder(module):
+        with mock:
             trainer.fit(module, train_dataloaders=train_dataloaders, datamodule=datamodule)
     finally:
         finder.restore()
-        if "opt" in module.__dict__:
-            # An AccelModule keeps its optimizer as `module.opt`: give back the one it had.
-            module.__dict__["opt"] = saved_opt
     if not finder.lrs and trainer.num_training_batches == 0:
         raise ValueError("lr_find needs training batches, but the training loader is empty")
     if funcs is None:

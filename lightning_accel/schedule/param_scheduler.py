@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..callbacks.recorder import Recorder
 from ..loop.callback import Callback
 from .functions import Value
 from .hyper_scheduling import HyperScheduling, ScheduleSpec
@@ -22,7 +23,7 @@ class ParamScheduler(Callback):
     and the LightningModule, for schedules relative to the optimizer's own values
     (`fit_one_cycle` with no `lr_max`). The position is the optimizer-step count over the fit's
     total (see `lightning_accel.schedule.hyper_scheduling`). What was set is in `hps`, handed to the
-    Recorder.
+    Recorder (`Recorder.set_hps`) at the end of the fit.
     """
 
     order = 60
@@ -52,9 +53,9 @@ class ParamScheduler(Callback):
 
     def after_fit(self) -> None:
         self._sched.finish()
-        recorder = getattr(self.learn, "recorder", None)
-        if recorder is not None:
-            recorder.hps = self.hps
+        for cb in self.learn.cbs:
+            if isinstance(cb, Recorder):
+                cb.set_hps(self.hps)
 
     def state_dict(self) -> dict[str, Any]:
         return self._sched.state_dict()

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..module import AccelModule
 from ..optim.optimizer import spread
 from .functions import SchedCos, SchedNo, combine_scheds, combined_cos
 
@@ -49,6 +50,11 @@ def _check_pct(pct: Any, arg: str) -> None:
         raise TypeError(f"{arg} must be a number in (0, 1), got {pct!r}")
     if not 0 < pct < 1:
         raise ValueError(f"{arg} must be in (0, 1) (exclusive), got {pct!r}")
+
+
+def _module_moms(module: Any) -> Sequence[float] | None:
+    """An `AccelModule`'s own `moms`, the default of its 1cycle momentum schedule."""
+    return module.moms if isinstance(module, AccelModule) else None
 
 
 def _check_moms(moms: Any) -> None:
@@ -113,7 +119,7 @@ class OneCyclePolicy(_Policy):
         # Momentum is scheduled where the optimizer has one: the chapter's plain `sgd_cb`
         # optimizer has none, and `fit_one_cycle(..., moms=(0, 0, 0))` must still run on it.
         if "mom" in start_hypers[0]:
-            moms = self.moms or getattr(module, "moms", None) or DEFAULT_MOMS
+            moms = self.moms or _module_moms(module) or DEFAULT_MOMS
             _check_moms(tuple(moms))
             scheds["mom"] = combined_cos(self.pct_start, *moms)
         return self._with_wd(scheds)

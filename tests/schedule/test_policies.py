@@ -5,7 +5,9 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 
+from lightning_accel import AccelModule
 from lightning_accel.schedule.policies import (
     ConstantPolicy,
     FlatCosPolicy,
@@ -53,12 +55,10 @@ def test_one_cycle_defaults_to_the_optimizers_lrs_per_group():
 
 
 def test_one_cycle_moms_come_from_the_module_then_the_default():
-    class Module:
-        moms = (0.9, 0.8, 0.7)
-
-    assert OneCyclePolicy(lr_max=1.0)(HYPERS, Module())["mom"](1.0) == pytest.approx(0.7)
+    module = AccelModule(torch.nn.Linear(2, 1), torch.nn.functional.mse_loss, moms=(0.9, 0.8, 0.7))
+    assert OneCyclePolicy(lr_max=1.0)(HYPERS, module)["mom"](1.0) == pytest.approx(0.7)
     assert OneCyclePolicy(lr_max=1.0)(HYPERS)["mom"](1.0) == pytest.approx(0.95)
-    assert OneCyclePolicy(lr_max=1.0, moms=(0, 0, 0))(HYPERS, Module())["mom"](0.5) == 0
+    assert OneCyclePolicy(lr_max=1.0, moms=(0, 0, 0))(HYPERS, module)["mom"](0.5) == 0
     # An optimizer without momentum (the chapter's plain sgd_cb) gets only lr scheduled.
     assert set(OneCyclePolicy(lr_max=1.0, moms=(0, 0, 0))([{"lr": 0.1}])) == {"lr"}
 

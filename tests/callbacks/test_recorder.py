@@ -15,7 +15,8 @@ from lightning_accel import AccelModule, Callback, Recorder
 from lightning_accel.callbacks.recorder import SmoothLoss
 from lightning_accel.optim.recipes import SGD
 
-from .helpers import loaders, make_trainer
+from ..tiny import loaders
+from ..tiny import trainer as make_trainer
 
 LR = 0.05
 

@@ -1,4 +1,5 @@
-"""The event sequence, the learner attributes in every event, and what callbacks can change."""
+"""The event sequence in real fits, the learner attributes in every event, and what callbacks
+can change (each change measured on the loss and the weights against a hand-written loop)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ from lightning_accel import (
     CancelBatchException,
     CancelFitException,
     CancelStepException,
+    TerminateOnNaNCallback,
 )
 from lightning_accel.optim.recipes import SGD
 
-from .helpers import EventLog, Reference, loaders, make_trainer
+from ..loop.reference import EventLog, Reference
+from ..tiny import PlainModule, loaders
+from ..tiny import trainer as make_trainer
 
 LR = 0.1
 TRAIN_EVENTS = {"before_train", "after_train", "after_cancel_train"}
@@ -37,6 +41,7 @@ BATCH_EVENTS = {
 def fit(tmp_path, cbs, n_epoch, n_train, n_valid, module=None, **trainer_kwargs):
     train_dl, valid_dl = loaders(n_train, max(n_valid, 1))
     module = module or AccelModule(nn.Linear(3, 1), nn.functional.mse_loss, SGD, lr=LR, cbs=cbs)
+    trainer_kwargs = {"num_sanity_val_steps": 2, **trainer_kwargs}
     trainer = make_trainer(tmp_path, max_epochs=n_epoch, **trainer_kwargs)
     trainer.fit(module, train_dl, valid_dl if n_valid else None)
     return module, trainer
@@ -148,30 +153,48 @@ def test_attributes_in_every_event(tmp_path):
     assert not math.isnan(float(module.bridge.learn.smooth_loss))
 
 
-def _hand_sgd(model, n_train, n_epoch, scale_grad=1.0, input_fn=lambda x: x):
-    model = copy.deepcopy(model)
+def _hand_sgd(start, n_train, n_epoch, x_fn, y_fn, pred_fn, loss_scale, grad_scale):
+    """SGD by hand with the change applied; returns the model and each batch's final loss."""
+    model = copy.deepcopy(start)
     batches = list(loaders(n_train, 1)[0])
+    losses = []
     for _ in range(n_epoch):
         for x, y in batches:
-            model.zero_grad()
-            nn.functional.mse_loss(model(input_fn(x)), y).backward()
+            loss = loss_scale * nn.functional.mse_loss(pred_fn(model(x_fn(x))), y_fn(y))
+            losses.append(float(loss))
+            grads = torch.autograd.grad(loss, list(model.parameters()))
             with torch.no_grad():
-                for p in model.parameters():
-                    p -= LR * scale_grad * p.grad
-    return model
+                for p, g in zip(model.parameters(), grads):
+                    p -= LR * grad_scale * g
+    return model, losses
 
 
-@pytest.mark.parametrize("what", ["xb", "pred", "loss", "grads"])
+_IDENTITY = (lambda x: x, lambda y: y, lambda p: p, 1.0, 1.0)
+REWRITES = {
+    # what -> (x_fn, y_fn, pred_fn, loss_scale, grad_scale) of the hand-written loop
+    "xb": (lambda x: x * 2, lambda y: y, lambda p: p, 1.0, 1.0),
+    "yb": (lambda x: x, lambda y: y + 1, lambda p: p, 1.0, 1.0),
+    "pred": (lambda x: x, lambda y: y, lambda p: p * 2 - 1, 1.0, 1.0),
+    "loss": (lambda x: x, lambda y: y, lambda p: p, 3.0, 1.0),
+    "grads": (lambda x: x, lambda y: y, lambda p: p, 1.0, 0.5),
+}
+
+
+@pytest.mark.parametrize("what", list(REWRITES))
 def test_callbacks_change_what_the_loop_uses(tmp_path, what):
     class Change(Callback):
+        def __init__(self):
+            self.losses = []
+
         def before_batch(self):
             if what == "xb" and self.training:
                 self.learn.xb = (self.x * 2,)
+            if what == "yb" and self.training:
+                self.learn.yb = (self.y + 1,)
 
         def after_pred(self):
             if what == "pred" and self.training:
-                # Equivalent to doubling the input of a bias-free model: checked by hand below.
-                self.learn.pred = self.pred * 1.0 + 0.0 * self.pred
+                self.learn.pred = self.pred * 2 - 1
 
         def after_loss(self):
             if what == "loss" and self.training:
@@ -182,40 +205,33 @@ def test_callbacks_change_what_the_loop_uses(tmp_path, what):
                 for p in self.model.parameters():
                     p.grad.mul_(0.5)
 
+        def after_batch(self):
+            if self.training:
+                self.losses.append(float(self.loss))
+
     torch.manual_seed(0)
     start = nn.Linear(3, 1)
-    model = copy.deepcopy(start)
-    module = AccelModule(model, nn.functional.mse_loss, SGD, lr=LR, cbs=[Change()])
+    change = Change()
+    module = AccelModule(copy.deepcopy(start), nn.functional.mse_loss, SGD, lr=LR, cbs=[change])
     fit(tmp_path, None, 2, 3, 1, module=module)
-    scale = {"loss": 3.0, "grads": 0.5}.get(what, 1.0)
-    input_fn = (lambda x: x * 2) if what == "xb" else (lambda x: x)
-    want = _hand_sgd(start, 3, 2, scale, input_fn)
+    want, want_losses = _hand_sgd(start, 3, 2, *REWRITES[what])
+    unchanged, plain_losses = _hand_sgd(start, 3, 2, *_IDENTITY)
+    # The change is real: the loss and the weights differ from an unchanged loop's...
+    assert want_losses != pytest.approx(plain_losses, rel=1e-3)
+    assert not torch.allclose(want.weight, unchanged.weight, atol=1e-4)
+    # ...and the loop applied exactly it.
+    assert change.losses == pytest.approx(want_losses, rel=1e-5)
     for got, exp in zip(module.model.parameters(), want.parameters()):
         torch.testing.assert_close(got, exp)
 
 
-class PlainModule(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.model = nn.Linear(3, 1)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.mse_loss(self.model(x), y)
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.mse_loss(self.model(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=LR)
-
-
 def test_plain_lightning_module_gets_every_event_but_after_pred_and_after_loss(tmp_path):
     log = EventLog()
-    module = PlainModule()
+    module = PlainModule(lr=LR)
     train_dl, valid_dl = loaders(3, 2)
-    make_trainer(tmp_path, callbacks=[CallbackBridge(log)]).fit(module, train_dl, valid_dl)
+    make_trainer(tmp_path, callbacks=[CallbackBridge(log)], num_sanity_val_steps=2).fit(
+        module, train_dl, valid_dl
+    )
     expected = [e for e in Reference(2, 3, 2).run().seq if e not in ("after_pred", "after_loss")]
     assert log.seq == expected
 
@@ -227,7 +243,7 @@ def test_plain_lightning_module_cancel_batch_skips_the_step_and_the_rest_of_the_
                 raise CancelBatchException
 
     log = EventLog()
-    module = PlainModule()
+    module = PlainModule(lr=LR)
     torch.manual_seed(0)
     start = copy.deepcopy(module.model)
     make_trainer(tmp_path, max_epochs=1, callbacks=[CallbackBridge(SkipOdd(), log)]).fit(
@@ -251,7 +267,7 @@ def test_plain_lightning_module_cancel_step_skips_the_update(tmp_path):
         def before_step(self):
             raise CancelStepException
 
-    module = PlainModule()
+    module = PlainModule(lr=LR)
     before = copy.deepcopy(module.model.state_dict())
     bridge = CallbackBridge(SkipAll())
     make_trainer(tmp_path, callbacks=[bridge]).fit(module, *loaders(3, 2))
@@ -302,3 +318,53 @@ def test_an_error_in_a_callback_leaves_the_trainer_reusable(tmp_path):
     trainer.fit(module, *loaders(3, 2))
     assert log.seq[0] == "before_fit" and log.seq[-1] == "after_fit"
     assert log.seq.count("after_epoch") == 2
+
+
+class TwoOptimizers(pl.LightningModule):
+    """Manual optimization with two optimizers, each stepping once per batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+        self.first, self.second = nn.Linear(3, 1), nn.Linear(3, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        for net, opt in zip((self.first, self.second), self.optimizers()):
+            self.manual_backward(nn.functional.mse_loss(net(x), y))
+            opt.step()
+            opt.zero_grad()
+
+    def configure_optimizers(self):
+        return [torch.optim.SGD(net.parameters(), lr=LR) for net in (self.first, self.second)]
+
+
+def test_manual_optimization_gets_a_backward_and_a_step_per_optimizer(tmp_path):
+    class SkipFirstOptimizer(Callback):
+        def __init__(self):
+            self.steps = 0
+
+        def before_step(self):
+            self.steps += 1
+            if self.steps % 2 == 1:  # every batch's first optimizer
+                raise CancelStepException
+
+    log = EventLog()
+    module = TwoOptimizers()
+    first, second = copy.deepcopy(module.first), copy.deepcopy(module.second)
+    bridge = CallbackBridge(SkipFirstOptimizer(), log)
+    make_trainer(tmp_path, max_epochs=1, callbacks=[bridge]).fit(module, loaders(2, 0)[0])
+    step = ["before_backward", "after_backward", "before_step"]
+    skipped, stepped = [*step, "after_cancel_step", "after_step"], [*step, "after_step"]
+    batch = ["before_batch", *skipped, *stepped, "after_batch"]
+    assert log.seq == ["before_fit", "before_epoch", "before_train", *batch * 2, "after_train",
+                       "after_epoch", "after_fit"]  # fmt: skip
+    assert all(torch.equal(a, b) for a, b in zip(module.first.parameters(), first.parameters()))
+    assert not torch.equal(module.second.weight, second.weight)
+
+
+def test_a_constraint_naming_no_attached_callback_warns_when_the_fit_starts(tmp_path):
+    bridge = CallbackBridge(TerminateOnNaNCallback(), recorder=False)
+    fitter = make_trainer(tmp_path, max_epochs=1, callbacks=[bridge])
+    with pytest.warns(UserWarning, match=r"TerminateOnNaNCallback\.run_before = Recorder names no"):
+        fitter.fit(PlainModule(lr=LR), loaders(1, 0)[0])

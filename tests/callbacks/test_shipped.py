@@ -22,7 +22,9 @@ from lightning_accel import (
 )
 from lightning_accel.optim.recipes import SGD
 
-from .helpers import EventLog, loaders, make_trainer
+from ..loop.reference import EventLog
+from ..tiny import loaders
+from ..tiny import trainer as make_trainer
 
 LR = 0.1
 

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from ..loop.reference import CANCELS, Reference
 from .ddp_scenarios import BS, LR, N_EPOCH, N_TRAIN, N_VALID, PLAIN, SCENARIOS, data
-from .helpers import CANCELS, Reference
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _launch(out: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
-    cmd += ["-m", "tests.callback.ddp_scenarios", str(out)]
+    cmd += ["-m", "tests.lightning.ddp_scenarios", str(out)]
     # A hang is the failure this guards against: the timeout turns it into a test failure.
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -87,7 +87,8 @@ def _check(name: str, ranks: list[dict]) -> None:
 
     reference = None
     if kind is not None:
-        reference = Reference(N_EPOCH, N_TRAIN, N_VALID, accumulate, CANCELS[kind], when, at).run()
+        exc = CANCELS[kind]
+        reference = Reference.raising(N_EPOCH, N_TRAIN, N_VALID, accumulate, exc, when, at).run()
         seq = reference.seq
         if name in PLAIN:  # a plain module has no after_pred/after_loss
             seq = [e for e in seq if e not in ("after_pred", "after_loss")]

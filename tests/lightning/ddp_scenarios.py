@@ -1,7 +1,7 @@
-"""DDP scenarios for test_ddp.py: `torchrun --nproc_per_node=2 -m tests.callback.ddp_scenarios OUT`.
+"""DDP scenarios for test_ddp.py, run as `torchrun --nproc_per_node=2 -m MODULE OUT`.
 
-Each scenario raises a Cancel exception on one rank only; every rank writes its event sequence
-and final parameters to OUT/<scenario>-rank<r>.json.
+MODULE is `tests.lightning.ddp_scenarios`. Each scenario raises a Cancel exception on one rank
+only; every rank writes its event sequence and final parameters to OUT/<scenario>-rank<r>.json.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_accel import AccelModule, CallbackBridge
 from lightning_accel.optim.recipes import SGD
 
-from .helpers import CANCELS, EventLog
+from ..loop.reference import CANCELS, EventLog
 
 N_EPOCH, N_TRAIN, N_VALID, BS, LR = 2, 3, 2, 4, 0.1
 
@@ -96,7 +96,7 @@ def run(name: str, out: str) -> None:
     )
     rank = trainer.global_rank
     if kind and rank == rank_raising:
-        log.exc, log.when, log.at = CANCELS[kind], when, at
+        log.arm(CANCELS[kind], when, at)
     log.learn.recorder.print_table = False
     trainer.fit(module, DataLoader(train, batch_size=BS), DataLoader(valid, batch_size=BS))
     result = {

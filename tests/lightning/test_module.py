@@ -1,4 +1,5 @@
-"""AccelModule: the optimizer it builds, its metrics, and its argument checks."""
+"""AccelModule: the optimizer it builds, its metrics, its public interface, `trainer.validate`,
+and its argument checks."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import torch
 from torch import nn
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
-from lightning_accel import AccelModule, Callback
+from lightning_accel import AccelModule, Callback, CancelValidException, Recorder
 from lightning_accel.optim.optimizer import AccelOptimizer
 from lightning_accel.optim.recipes import SGD
 
-from .helpers import loaders, make_trainer
+from ..loop.reference import EventLog
+from ..tiny import loaders
+from ..tiny import trainer as make_trainer
 
 
 def net() -> nn.Sequential:
@@ -132,3 +135,51 @@ def test_empty_splitter_groups_are_refused():
     module = AccelModule(net(), nn.functional.mse_loss, splitter=lambda m: [[]])
     with pytest.raises(ValueError, match="splitter must return"):
         module.configure_optimizers()
+
+
+def test_the_public_interface_the_fit_helpers_use(tmp_path, capsys):
+    module = AccelModule(net(), nn.functional.mse_loss, SGD, lr=0.01)
+    assert isinstance(module.recorder, Recorder) and module.recorder in module.bridge.cbs
+    extra = EventLog()
+    with module.added_cbs(extra):
+        assert extra in module.bridge.cbs and extra.learn is module.bridge.learn
+    assert extra not in module.bridge.cbs
+    make_trainer(tmp_path, max_epochs=1).fit(module, *loaders(2, 1))
+    assert "train_loss" in capsys.readouterr().out
+    opt = module.opt
+    with module.mock_fit():
+        make_trainer(tmp_path, max_epochs=1).fit(module, *loaders(2, 1))
+        assert module.opt is not opt  # the mock fit built its own optimizer
+    assert module.opt is opt and module.recorder.print_table
+    assert "train_loss" not in capsys.readouterr().out  # the mock fit printed no table
+    no_recorder = AccelModule(net(), nn.functional.mse_loss)
+    no_recorder.bridge.remove_cbs(Recorder)
+    assert no_recorder.recorder is None
+
+
+def test_validate_outside_a_fit_emits_the_validation_events(tmp_path):
+    log = EventLog()
+    module = AccelModule(nn.Linear(3, 1), nn.functional.mse_loss, SGD, lr=0.05, cbs=[log])
+    _, valid_dl = loaders(1, 3)
+    results = make_trainer(tmp_path).validate(module, valid_dl, verbose=False)
+    batch = ["before_batch", "after_pred", "after_loss", "after_batch"]
+    assert log.seq == ["before_validate", *batch * 3, "after_validate"]
+    assert all(not s["training"] and s["n_iter"] == 3 for s in log.snapshots)
+    assert [s["iter"] for s in log.snapshots if s["event"] == "before_batch"] == [0, 1, 2]
+    with torch.no_grad():
+        want = torch.cat([(module.model(x) - y) ** 2 for x, y in valid_dl]).mean()
+    assert results[0]["valid_loss"] == pytest.approx(float(want), rel=1e-5)
+
+    # A Cancel works there too, and a fit afterwards starts clean.
+    log = EventLog(CancelValidException, "after_loss", 1)
+    module.bridge.add_cbs(log)
+    make_trainer(tmp_path).validate(module, valid_dl, verbose=False)
+    assert log.seq == [
+        "before_validate", *batch, "before_batch", "after_pred", "after_loss",
+        "after_cancel_validate", "after_validate",
+    ]  # fmt: skip
+    module.bridge.remove_cbs(log)
+    fit_log = EventLog()
+    module.bridge.add_cbs(fit_log)
+    make_trainer(tmp_path, max_epochs=1).fit(module, *loaders(1, 1))
+    assert fit_log.seq[0] == "before_fit" and fit_log.seq[-1] == "after_fit"

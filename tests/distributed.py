@@ -1,12 +1,12 @@
 """How every DDP run of the suite (2 CPU processes, gloo) starts and ends.
 
 Lightning creates the gloo process group but never destroys it (it does for NCCL only, at exit).
-A DDP process would then exit with gloo's worker threads (`pt_gloo_runloop`), its socket loop
+A DDP process then exited with gloo's worker threads (`pt_gloo_runloop`), its socket loop
 (`gloo_tcp_loop`) and, on rank 0, the TCPStore server thread (`pt_tcpstore_uv`) still running
-while Python and then the C++ runtime tear the process down, and with the other rank closing its
-sockets at the same moment: an exit that sometimes aborts ("terminate called without an active
-exception", SIGABRT). So each rank destroys its process group when its work is over, which joins
-those threads, and checks that none is left.
+while Python and then the C++ runtime tore the process down, with the other rank closing its
+sockets at the same moment: the unsynchronised exit in which a CI run's rank 1 aborted
+("terminate called without an active exception", SIGABRT). So each rank destroys its process
+group when its work is over, which joins those threads, and checks that none is left.
 """
 
 from __future__ import annotations

@@ -21,7 +21,11 @@ C10D_THREADS = ("pt_gloo_runloop", "gloo_tcp_loop", "pt_tcpstore_uv")
 
 
 def c10d_threads() -> list[str]:
-    """Names of this process's live gloo / TCPStore threads, read from /proc (Linux only)."""
+    """Names of this process's live gloo / TCPStore threads, read from /proc (Linux only).
+
+    torch names these threads in recent releases (2.14 does); torch 2.4 leaves them unnamed, and
+    there this finds none whether they run or not.
+    """
     if not os.path.isdir("/proc/self/task"):
         return []
     names = []

@@ -204,7 +204,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # before training started, or a second Ctrl-C
         print(f"{prog}: stopped by SIGINT; run the same command again to resume", file=sys.stderr)
         return 128 + signal.SIGINT
+    finally:
+        _release_process_group()
     return 0
+
+
+def _release_process_group() -> None:
+    """Destroy the process group a DDP run leaves (Lightning destroys only NCCL's, at exit).
+
+    Otherwise each process exits with gloo's and the TCPStore's threads still running, a teardown
+    that can abort ("terminate called without an active exception").
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,6 +2,8 @@
 
 MODULE is `tests.lightning.ddp_scenarios`. Each scenario raises a Cancel exception on one rank
 only; every rank writes its event sequence and final parameters to OUT/<scenario>-rank<r>.json.
+At the end each rank destroys its process group and writes the gloo / TCPStore threads still
+alive to OUT/exit-rank<r>.json.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_accel import AccelModule, CallbackBridge
 from lightning_accel.optim.recipes import SGD
 
+from ..distributed import release_process_group
 from ..loop.reference import CANCELS, EventLog
 
 N_EPOCH, N_TRAIN, N_VALID, BS, LR = 2, 3, 2, 4, 0.1
@@ -113,3 +116,6 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     for scenario in sys.argv[2:] or SCENARIOS:
         run(scenario, sys.argv[1])
+    rank = torch.distributed.get_rank()
+    with open(f"{sys.argv[1]}/exit-rank{rank}.json", "w") as f:
+        json.dump({"c10d_threads": release_process_group()}, f)

@@ -32,6 +32,9 @@ def _launch(out: Path) -> dict:
     # A hang is the failure this guards against: the timeout turns it into a test failure.
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    for r in (0, 1):
+        exit_report = json.loads((out / f"exit-rank{r}.json").read_text())
+        assert exit_report["c10d_threads"] == [], f"rank {r} left threads running: {exit_report}"
     results = {}
     for name in SCENARIOS:
         results[name] = [json.loads((out / f"{name}-rank{r}.json").read_text()) for r in (0, 1)]

@@ -13,6 +13,7 @@ from torch.utils.data import DistributedSampler
 
 from lightning_accel.monitor import OptimizerStatsMonitor
 
+from ..distributed import ReleaseProcessGroup
 from .helpers import TinyRegression, read_events, scalars, tiny_loader, trainer_kwargs
 
 
@@ -32,7 +33,7 @@ class MarkingMonitor(OptimizerStatsMonitor):
 
 
 @pytest.mark.slow
-def test_ddp_logs_from_rank_zero_only(tmp_path):
+def test_ddp_logs_from_rank_zero_only(tmp_path, ddp_port):
     markers = tmp_path / "markers"
     markers.mkdir()
     module = TinyRegression()
@@ -44,7 +45,10 @@ def test_ddp_logs_from_rank_zero_only(tmp_path):
         logger=TensorBoardLogger(
             tmp_path, name="ddp", version=0
         ),  # fixed: the parent cannot see the version rank 0 picks
-        callbacks=[MarkingMonitor(markers, log_hparams=False, histogram_every_n_steps=0)],
+        callbacks=[
+            MarkingMonitor(markers, log_hparams=False, histogram_every_n_steps=0),
+            ReleaseProcessGroup(),
+        ],
     )
     trainer.fit(module, tiny_loader())
 

@@ -17,6 +17,8 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from lightning_accel.optim import SGD, Adam, ranger
 
+from ..distributed import ReleaseProcessGroup
+
 N_SAMPLES, BATCH = 32, 4
 
 
@@ -216,12 +218,18 @@ class RankedRegression(Regression):
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes_equals_one_process_on_the_global_batch(tmp_path):
+def test_ddp_on_two_cpu_processes_equals_one_process_on_the_global_batch(tmp_path, ddp_port):
     # Step i of the two ranks together sees exactly the samples of batch i of size 2 * BATCH.
     single = Regression(OURS)
     _trainer(tmp_path).fit(single, _data(batch_size=2 * BATCH))
     ddp = RankedRegression(OURS)
-    trainer = _trainer(tmp_path, strategy="ddp_spawn", devices=2, use_distributed_sampler=False)
+    trainer = _trainer(
+        tmp_path,
+        strategy="ddp_spawn",
+        devices=2,
+        use_distributed_sampler=False,
+        callbacks=[ReleaseProcessGroup()],
+    )
     trainer.fit(ddp)
     # ddp_spawn hands rank 0's trained weights back to this process.
     for x, y in zip(ddp.parameters(), single.parameters()):

@@ -12,6 +12,7 @@ from lightning_accel.schedule.lightning_callbacks import OneCycleSchedule
 from lightning_accel.schedule.lr_finder import LRFinder
 from lightning_accel.schedule.param_scheduler import ParamScheduler
 
+from ..distributed import ReleaseProcessGroup
 from ._tiny import StepProbe, TinyModule, loader, one_cycle
 
 
@@ -34,7 +35,7 @@ def test_scheduler_callbacks_pickle():
     assert one_cycle_cb._sched._factory.moms == (0.9, 0.8, 0.9)
 
 
-def test_fit_one_cycle_under_ddp(tmp_path):
+def test_fit_one_cycle_under_ddp(tmp_path, ddp_port):
     # 8 batches of 4 split over 2 ranks: 4 steps per epoch on each, 8 over 2 epochs. Forked
     # workers start in well under a second; spawned ones would need the pickling tested above.
     fit_one_cycle(
@@ -45,7 +46,7 @@ def test_fit_one_cycle_under_ddp(tmp_path):
         strategy="ddp_fork",
         accelerator="cpu",
         devices=2,
-        callbacks=[FileProbe(tmp_path)],
+        callbacks=[FileProbe(tmp_path), ReleaseProcessGroup()],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -70,7 +71,7 @@ class DumpFinder(pl.Callback):
         path.write_text(json.dumps({"lrs": self.finder.lrs, "losses": self.finder.losses}))
 
 
-def test_lr_finder_ranks_agree_under_ddp(tmp_path):
+def test_lr_finder_ranks_agree_under_ddp(tmp_path, ddp_port):
     # Each rank sees different batches; the loss is averaged over ranks, so the curves, and the
     # divergence stop, are the same on both.
     finder = LRFinder(1e-4, 100.0, num_it=40)
@@ -79,7 +80,7 @@ def test_lr_finder_ranks_agree_under_ddp(tmp_path):
         accelerator="cpu",
         devices=2,
         max_steps=40,
-        callbacks=[finder, DumpFinder(finder, tmp_path)],
+        callbacks=[finder, DumpFinder(finder, tmp_path), ReleaseProcessGroup()],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

@@ -5,6 +5,7 @@ from .callbacks import __all__ as _callbacks_all
 from .lookahead import Lookahead
 from .optimizer import AccelOptimizer
 from .recipes import SGD, Adam, Lamb, Larc, QHAdam, RAdam, RMSProp, ranger
+from .tensor_lists import multi_tensor_form, whole_norms
 
 __all__: list[str] = [
     "AccelOptimizer",
@@ -18,4 +19,6 @@ __all__: list[str] = [
     "Lamb",
     "Lookahead",
     "ranger",
+    "multi_tensor_form",
+    "whole_norms",
 ]

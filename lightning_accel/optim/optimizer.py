@@ -19,8 +19,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .execution import resolve_executor
+from .dispatch import executor_for
 from .loading import PARAM_FLAGS, check_loadable, describe_pipeline
+from .pipeline import callback_name
 from .torch_state import from_torch_state_dict, is_torch_state_dict
 from .validation import check_hyper, check_params
 
@@ -99,13 +100,6 @@ def _from_aliases(group: dict[str, Any]) -> dict[str, Any]:
     if "momentum" in out:
         out.setdefault("mom", out.pop("momentum"))
     return out
-
-
-def callback_name(cb: Callable) -> str:
-    """A readable name for a callback, looking through `functools.partial`."""
-    while isinstance(cb, partial):
-        cb = cb.func
-    return getattr(cb, "__name__", repr(cb))
 
 
 def callback_defaults(cb: Callable) -> dict[str, Any]:
@@ -234,7 +228,9 @@ class AccelOptimizer(Optimizer):
 
     `params`: tensors, a list of lists of tensors (one group each) or torch-style group dicts.
     `cbs`: the callbacks, each `cb(p, **{**state, **hypers}) -> dict | None`.
-    `impl`: "auto", "per_param", "foreach" or "compiled" — how the pipeline executes.
+    `impl`: how the pipeline executes (`dispatch.IMPLS`): "auto" (torch's fused kernels where
+    they compute the pipeline, multi-tensor forms elsewhere), "composed", "foreach", "per_param"
+    or "compiled".
     `allow_complex`: accept complex parameters; only for pipelines whose every callback is
         right on complex numbers (the recipe `SGD` sets it), so it is off by default.
     `defaults`: hyper-parameters, overriding the callbacks' own `.defaults`.
@@ -261,7 +257,7 @@ class AccelOptimizer(Optimizer):
             raise TypeError(f"allow_complex must be True or False, got {allow_complex!r}")
         self.impl = impl
         self.allow_complex = allow_complex
-        self._executor = resolve_executor(impl, self.cbs)
+        self._executor = executor_for(impl, self.cbs)
         merged: dict[str, Any] = {}
         for cb in self.cbs:
             merged.update(callback_defaults(cb))
@@ -308,7 +304,7 @@ class AccelOptimizer(Optimizer):
         self.__dict__.setdefault("allow_complex", False)  # pickled before it existed
         self.param_groups = [HyperGroup(g) for g in self.param_groups]
         if "_executor" not in self.__dict__:  # unpickled: executors (compiled ones) are rebuilt
-            self._executor = resolve_executor(self.impl, self.cbs)
+            self._executor = executor_for(self.impl, self.cbs)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -441,7 +437,7 @@ class AccelOptimizer(Optimizer):
             work.append((params, states, hypers))
         with torch.no_grad():
             for params, states, hypers in work:
-                self._executor(self.cbs, params, states, hypers)
+                self._executor(params, states, hypers)
         return loss
 
     def _check_names(self, p: Tensor, state: dict, hypers: dict[str, Any]) -> None:

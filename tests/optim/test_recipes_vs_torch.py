@@ -12,9 +12,20 @@ from .helpers import gradient_sequence, initial_params, max_rel_diff, run
 SHAPES = st.sampled_from([[(7,)], [(4, 5), (5,)], [(2, 3, 4), (3,), (1,)]])
 STEPS = 50
 TOL = 1e-6
-# The reference loop pins the callbacks' math; "auto" is what users get by default (the
-# executor tests check every impl against each other).
-IMPLS = pytest.mark.parametrize("impl", ["per_param", "auto"])
+# The reference loop and the composed path pin the callbacks' math against torch's for-loop
+# optimizers; "auto", what users get by default, runs SGD and Adam through torch's fused kernels
+# and is compared with torch's fused optimizers (the executor tests check every impl against each
+# other, and against the reference loop).
+IMPLS = pytest.mark.parametrize(
+    "impl, torch_kw",
+    [
+        ("per_param", {"foreach": False}),
+        ("composed", {"foreach": False}),
+        ("auto", {"fused": True}),
+    ],
+)
+# torch.optim.RMSprop has no fused kernel; "auto" runs it composed, like torch's for-loop.
+RMSPROP_IMPLS = pytest.mark.parametrize("impl", ["per_param", "composed", "auto"])
 # Per-test settings, not a global profile: other areas keep their own hypothesis settings.
 EXAMPLES = settings(max_examples=8, deadline=None)
 
@@ -33,11 +44,11 @@ def _compare(ours, theirs, shapes, seed):
     mom=st.sampled_from([0.0, 0.5, 0.9, 0.99]),
     wd=st.sampled_from([0.0, 1e-4, 0.01]),
 )
-def test_sgd_equals_torch_sgd(shapes, seed, impl, lr, mom, wd):
+def test_sgd_equals_torch_sgd(shapes, seed, impl, torch_kw, lr, mom, wd):
     # torch's weight_decay is L2 on the gradient: our decouple_wd=False.
     _compare(
         lambda ps: SGD(ps, lr=lr, mom=mom, wd=wd, decouple_wd=False, impl=impl),
-        lambda ps: torch.optim.SGD(ps, lr=lr, momentum=mom, weight_decay=wd),
+        lambda ps: torch.optim.SGD(ps, lr=lr, momentum=mom, weight_decay=wd, **torch_kw),
         shapes,
         seed,
     )
@@ -54,10 +65,12 @@ def test_sgd_equals_torch_sgd(shapes, seed, impl, lr, mom, wd):
     eps=st.sampled_from([1e-8, 1e-5, 1e-3]),
     wd=st.sampled_from([0.0, 0.01, 0.1]),
 )
-def test_adam_equals_torch_adamw(shapes, seed, impl, lr, mom, sqr_mom, eps, wd):
+def test_adam_equals_torch_adamw(shapes, seed, impl, torch_kw, lr, mom, sqr_mom, eps, wd):
     _compare(
         lambda ps: Adam(ps, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, impl=impl),
-        lambda ps: torch.optim.AdamW(ps, lr=lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd),
+        lambda ps: torch.optim.AdamW(
+            ps, lr=lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd, **torch_kw
+        ),
         shapes,
         seed,
     )
@@ -71,16 +84,18 @@ def test_adam_equals_torch_adamw(shapes, seed, impl, lr, mom, sqr_mom, eps, wd):
     lr=st.floats(1e-4, 0.05),
     wd=st.sampled_from([1e-4, 0.01, 0.1]),
 )
-def test_adam_with_l2_equals_torch_adam(shapes, seed, impl, lr, wd):
+def test_adam_with_l2_equals_torch_adam(shapes, seed, impl, torch_kw, lr, wd):
     _compare(
         lambda ps: Adam(ps, lr=lr, wd=wd, decouple_wd=False, impl=impl),
-        lambda ps: torch.optim.Adam(ps, lr=lr, betas=(0.9, 0.99), eps=1e-5, weight_decay=wd),
+        lambda ps: torch.optim.Adam(
+            ps, lr=lr, betas=(0.9, 0.99), eps=1e-5, weight_decay=wd, **torch_kw
+        ),
         shapes,
         seed,
     )
 
 
-@IMPLS
+@RMSPROP_IMPLS
 @EXAMPLES
 @given(
     shapes=SHAPES,

@@ -1,9 +1,9 @@
 """Executors: every impl computes what the reference per-parameter loop computes.
 
 The per-parameter loop over the reference callbacks is the specification; the multi-tensor forms
-are checked against it step by step (with parameters missing gradients, per-parameter `do_wd`
-flags and hyper-parameters changed between steps), against torch.optim, and against hand-computed
-float64 updates.
+and the fused routing are checked against it step by step (with parameters missing gradients,
+per-parameter `do_wd` flags and hyper-parameters changed between steps), against torch.optim, and
+against hand-computed float64 updates.
 """
 
 from __future__ import annotations
@@ -18,15 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lightning_accel.optim import callbacks as cbs_mod
-from lightning_accel.optim import execution, recipes
-from lightning_accel.optim.execution import (
-    foreach_form,
-    resolve_executor,
-    run_callback_major,
-    run_per_param,
-)
-from lightning_accel.optim.foreach import FOREACH_FORMS
+from lightning_accel.optim import dispatch, recipes
+from lightning_accel.optim.dispatch import Composed, PerParam, executor_for
 from lightning_accel.optim.optimizer import AccelOptimizer
+from lightning_accel.optim.pipeline import base_function, foreach_form
 
 SHAPES = [(3, 4), (5,), (2, 3, 2), (1,), (7,)]
 NO_GRAD_EVERY = 3  # parameter 3 has no gradient on every third step
@@ -97,10 +92,10 @@ def assert_same_run(got, ref, rtol: float = 1e-6) -> None:
                 assert x == y, key
 
 
-@pytest.mark.parametrize("impl", ["foreach", "auto"])
+@pytest.mark.parametrize("impl", ["composed", "foreach", "auto"])
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_every_recipe_matches_per_param(name, impl, monkeypatch):
-    monkeypatch.setattr(execution, "CPU_BUCKET_NUMEL", 16)  # several buckets per group
+    monkeypatch.setattr(dispatch, "CPU_BUCKET_NUMEL", 16)  # several buckets per group
     make = RECIPES[name]
     ref = trajectory(make, "per_param")
     got = trajectory(make, impl)
@@ -112,16 +107,16 @@ def test_every_recipe_matches_per_param(name, impl, monkeypatch):
 def test_foreach_is_bit_exact_with_per_param(name, bucket_numel, monkeypatch):
     """Where the forms use the same kernels in the same order, the numbers are identical, whether
     the group runs as one bucket or (CPU cache blocking) as several."""
-    monkeypatch.setattr(execution, "CPU_BUCKET_NUMEL", bucket_numel)
+    monkeypatch.setattr(dispatch, "CPU_BUCKET_NUMEL", bucket_numel)
     (gp, _), (rp, _) = trajectory(RECIPES[name], "foreach"), trajectory(RECIPES[name], "per_param")
     for a, b in zip(gp, rp):
         assert torch.equal(a, b)
 
 
 def test_buckets_cover_the_group_in_order_within_the_size_limit(monkeypatch):
-    monkeypatch.setattr(execution, "CPU_BUCKET_NUMEL", 10)
+    monkeypatch.setattr(dispatch, "CPU_BUCKET_NUMEL", 10)
     params = [torch.zeros(n) for n in (4, 5, 3, 20, 1, 1)]
-    spans = [(b.start, b.stop) for b in execution.buckets(params)]
+    spans = [(b.start, b.stop) for b in dispatch.buckets(params)]
     assert spans == [(0, 2), (2, 3), (3, 4), (4, 6)]  # a tensor over the limit goes alone
 
 
@@ -133,10 +128,11 @@ def test_radam_runs_both_branches_in_the_trajectory():
     assert min(r) <= 5 < max(r)
 
 
-def test_each_parameter_keeps_its_own_step_count():
+@pytest.mark.parametrize("impl", ["composed", "auto"])
+def test_each_parameter_keeps_its_own_step_count(impl):
     """A parameter that missed steps is debiased with its own count (float64 Adam by hand)."""
     lr, mom, sqr_mom, eps = 0.01, 0.9, 0.99, 1e-5
-    (params, opt) = trajectory(partial(recipes.Adam, lr=lr, wd=0.0), "foreach", schedule=False)
+    (params, opt) = trajectory(partial(recipes.Adam, lr=lr, wd=0.0), impl, schedule=False)
     steps = [int(opt.state[p]["step"]) for p in params]
     assert steps[3] == 9 - 3 and steps[0] == 9
 
@@ -159,14 +155,15 @@ def test_each_parameter_keeps_its_own_step_count():
     torch.testing.assert_close(params[3].detach().double(), w, rtol=1e-5, atol=1e-7)
 
 
-def test_do_wd_false_exempts_a_parameter_from_weight_decay():
+@pytest.mark.parametrize("impl", ["foreach", "auto"])
+def test_do_wd_false_exempts_a_parameter_from_weight_decay(impl):
     """With zero gradients SGD only decays: p * (1 - lr * wd), except where do_wd=False."""
     lr, wd = 0.1, 0.5
     params = [torch.nn.Parameter(torch.ones(4)), torch.nn.Parameter(torch.ones(2))]
     for decouple in (True, False):
         for p in params:
             p.data.fill_(1.0)
-        opt = recipes.SGD(params, lr=lr, wd=wd, decouple_wd=decouple, impl="foreach")
+        opt = recipes.SGD(params, lr=lr, wd=wd, decouple_wd=decouple, impl=impl)
         opt.state[params[1]]["do_wd"] = False
         for p in params:
             p.grad = torch.zeros_like(p)
@@ -186,8 +183,8 @@ def test_do_wd_false_exempts_a_parameter_from_weight_decay():
     wd=st.floats(0.0, 0.1),
     seed=st.integers(0, 2**16),
 )
-def test_auto_adam_equals_torch_adamw(shapes, lr, mom, sqr_mom, wd, seed):
-    """impl="auto" Adam (multi-tensor) equals torch.optim.AdamW after 20 steps, float32."""
+def test_composed_adam_equals_torch_adamw(shapes, lr, mom, sqr_mom, wd, seed):
+    """impl="composed" Adam (multi-tensor) equals torch.optim.AdamW after 20 steps, float32."""
     gen = torch.Generator().manual_seed(seed)
     init = [torch.randn(s, generator=gen) for s in shapes]
     grads = [[torch.randn(s, generator=gen) for s in shapes] for _ in range(20)]
@@ -201,7 +198,7 @@ def test_auto_adam_equals_torch_adamw(shapes, lr, mom, sqr_mom, wd, seed):
             opt.step()
         return ps
 
-    ours = run(lambda ps: recipes.Adam(ps, lr=lr, mom=mom, sqr_mom=sqr_mom, wd=wd, impl="auto"))
+    ours = run(lambda ps: recipes.Adam(ps, lr=lr, mom=mom, sqr_mom=sqr_mom, wd=wd, impl="composed"))
     ref = run(
         lambda ps: torch.optim.AdamW(
             ps, lr=lr, betas=(mom, sqr_mom), eps=1e-5, weight_decay=wd, foreach=False
@@ -287,16 +284,16 @@ def test_callback_major_with_any_mix_of_forms_equals_per_param(hide, lamb, seed)
         for gs in grads:
             for p, g in zip(ps, gs):
                 p.grad = g.clone()
-            executor(cbs, ps, states, hypers)
+            executor(ps, states, hypers)
         return ps
 
-    ref = run(run_per_param, pipeline)
-    got = run(run_callback_major, mixed)
+    ref = run(PerParam(pipeline), pipeline)
+    got = run(Composed(mixed), mixed)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
-def test_auto_falls_back_per_parameter_for_a_user_callback_only():
+def test_composed_falls_back_per_parameter_for_a_user_callback_only():
     """A user callback without a form runs per parameter; the built-ins stay multi-tensor."""
     calls = {"user": 0, "adam_form": 0}
 
@@ -305,7 +302,7 @@ def test_auto_falls_back_per_parameter_for_a_user_callback_only():
         p.grad.clamp_(-max_abs, max_abs)
 
     clip_grad.defaults = dict(max_abs=0.5)
-    builtin = FOREACH_FORMS[cbs_mod.adam_step]
+    builtin = cbs_mod.adam_step.foreach
 
     def counting_adam(p, **kwargs):
         return cbs_mod.adam_step(p, **kwargs)
@@ -323,7 +320,7 @@ def test_auto_falls_back_per_parameter_for_a_user_callback_only():
 
     ref = trajectory(make, "per_param", steps=4, schedule=False)
     calls.update(user=0, adam_form=0)
-    got = trajectory(make, "auto", steps=4, schedule=False)
+    got = trajectory(make, "composed", steps=4, schedule=False)
     assert_same_run(got, ref)
     assert calls["adam_form"] == 4  # one multi-tensor call per step (one group)
     assert calls["user"] == 4 * len(SHAPES) - 1  # per parameter with a gradient
@@ -333,8 +330,8 @@ def test_auto_with_no_form_at_all_is_the_reference_loop():
     def my_step(p, lr, **kwargs):
         p.sub_(lr * p.grad)
 
-    assert resolve_executor("auto", [my_step]) is run_per_param
-    assert resolve_executor("auto", ADAM_CBS) is run_callback_major
+    assert isinstance(executor_for("auto", [my_step]), PerParam)
+    assert isinstance(executor_for("auto", ADAM_CBS), Composed)
 
 
 def test_a_user_foreach_attribute_is_used_by_foreach_and_auto():
@@ -350,7 +347,7 @@ def test_a_user_foreach_attribute_is_used_by_foreach_and_auto():
     scale_grad.foreach = scale_grad_foreach
     pipeline = [scale_grad, cbs_mod.sgd_step]
     assert foreach_form(scale_grad) is scale_grad_foreach
-    for impl in ("foreach", "auto"):
+    for impl in ("foreach", "composed", "auto"):
         ps = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))]
         opt = AccelOptimizer(ps, pipeline, impl=impl, lr=0.5, factor=2.0)
         for p in ps:
@@ -358,7 +355,7 @@ def test_a_user_foreach_attribute_is_used_by_foreach_and_auto():
         opt.step()
         for p in ps:  # 1 - lr * (factor * 1)
             assert torch.equal(p.detach(), torch.zeros_like(p))
-    assert seen == [2, 2]
+    assert seen == [2, 2, 2]
 
 
 def test_foreach_form_of_a_partial_carries_its_keywords():
@@ -373,14 +370,18 @@ def test_foreach_form_of_a_partial_carries_its_keywords():
     assert foreach_form(partial(cbs_mod.sgd_step, torch.ones(1))) is None
 
 
-def test_every_builtin_callback_has_a_form():
+def test_every_builtin_callback_has_its_form_beside_it():
+    """One home per callback: its multi-tensor form is defined in the callback's own module."""
     builtins = [getattr(cbs_mod, n) for n in cbs_mod.__all__ if n != "debias"]
-    assert all(foreach_form(cb) is not None for cb in builtins)
+    for cb in builtins:
+        form = foreach_form(cb)
+        assert form is not None, cb.__name__
+        assert form.__module__ == base_function(cb).__module__, cb.__name__
 
 
 def test_executors_accept_an_empty_group():
-    for impl in ("per_param", "foreach", "auto"):
-        resolve_executor(impl, ADAM_CBS)(ADAM_CBS, [], [], dict(lr=0.1))
+    for impl in ("per_param", "composed", "foreach", "auto"):
+        executor_for(impl, ADAM_CBS)([], [], dict(lr=0.1))
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -388,7 +389,7 @@ def test_executors_accept_an_empty_group():
 
 def test_unknown_impl_is_rejected_with_the_allowed_values():
     with pytest.raises(ValueError, match=r"impl must be one of .*'auto'.*'compiled'.*'fast'"):
-        resolve_executor("fast", ADAM_CBS)
+        executor_for("fast", ADAM_CBS)
     with pytest.raises(ValueError, match="impl must be one of"):
         recipes.Adam([torch.nn.Parameter(torch.ones(2))], lr=0.1, impl="Foreach")
 

@@ -65,11 +65,17 @@ def trainer(tmp_path: Any, **overrides: Any) -> pl.Trainer:
 
 
 class PlainModule(pl.LightningModule):
-    """A LightningModule of its own (no AccelModule): linear regression, MSE, `opt(params)`."""
+    """A LightningModule of its own (no AccelModule): linear regression (or `model`), MSE,
+    `opt(params)` (torch SGD at `lr` by default)."""
 
-    def __init__(self, opt: Callable[..., torch.optim.Optimizer] | None = None, lr: float = 0.1):
+    def __init__(
+        self,
+        opt: Callable[..., torch.optim.Optimizer] | None = None,
+        lr: float = 0.1,
+        model: nn.Module | None = None,
+    ):
         super().__init__()
-        self.model = nn.Linear(3, 1)
+        self.model = nn.Linear(3, 1) if model is None else model
         self.make_opt = opt or (lambda params: torch.optim.SGD(params, lr=lr))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from lightning_accel.optim.recipes import SGD
 
 from ..distributed import release_process_group
 from ..loop.reference import CANCELS, EventLog
+from ..tiny import PlainModule
 
 N_EPOCH, N_TRAIN, N_VALID, BS, LR = 2, 3, 2, 4, 0.1
 
@@ -48,21 +49,6 @@ SCENARIOS = {
 PLAIN = {name for name in SCENARIOS if name.startswith("plain-")}
 
 
-class PlainModule(pl.LightningModule):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def training_step(self, batch, batch_idx):
-        return nn.functional.mse_loss(self.model(batch[0]), batch[1])
-
-    def validation_step(self, batch, batch_idx):
-        return nn.functional.mse_loss(self.model(batch[0]), batch[1])
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=LR)
-
-
 def data() -> tuple[TensorDataset, TensorDataset]:
     g = torch.Generator().manual_seed(0)
     n_train, n_valid = 2 * N_TRAIN * BS, 2 * N_VALID * BS
@@ -78,7 +64,7 @@ def run(name: str, out: str) -> None:
     model = nn.Linear(3, 1)
     log = EventLog()
     if name in PLAIN:
-        module: pl.LightningModule = PlainModule(model)
+        module: pl.LightningModule = PlainModule(model=model, lr=LR)
         callbacks = [CallbackBridge(log)]
     else:
         module = AccelModule(model, nn.functional.mse_loss, opt_func=SGD, lr=LR, cbs=[log])

@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 
+import lightning.pytorch as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import OneCycleLR
 
 
 def gradient_sequence(
@@ -77,3 +79,27 @@ def assert_unchanged(before: dict, opt) -> None:
         assert {k: v for k, v in a.items() if k != "params"} == {
             k: v for k, v in b.items() if k != "params"
         }
+
+
+class Regression(pl.LightningModule):
+    """A tiny MLP whose optimizer (and optional one-cycle schedule) comes from outside."""
+
+    def __init__(self, opt_func, one_cycle_steps=None):
+        super().__init__()
+        gen = torch.Generator().manual_seed(1)
+        self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+        with torch.no_grad():
+            for p in self.net.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+        self.opt_func, self.one_cycle_steps = opt_func, one_cycle_steps
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.net(x).float(), y)
+
+    def configure_optimizers(self):
+        opt = self.opt_func(self.parameters())
+        if self.one_cycle_steps is None:
+            return opt
+        sched = OneCycleLR(opt, max_lr=0.05, total_steps=self.one_cycle_steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -11,12 +11,10 @@ import copy
 import pickle
 from functools import partial
 
-import lightning.pytorch as pl
 import pytest
 import torch
 import torch._dynamo
 from torch._dynamo.utils import counters
-from torch.optim.lr_scheduler import OneCycleLR
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_accel.optim import compiled, recipes
@@ -24,6 +22,8 @@ from lightning_accel.optim.callbacks import sgd_step
 from lightning_accel.optim.compiled import CompiledExecutor, compile_unavailable_reason
 from lightning_accel.optim.optimizer import AccelOptimizer
 
+from .. import tiny
+from .helpers import Regression
 from .test_dispatch import LOOSE, RECIPES, SHAPES, assert_same_run, trajectory
 
 pytestmark = pytest.mark.skipif(
@@ -307,30 +307,6 @@ def test_a_checkpoint_resumes_under_another_impl(first, then, aot_eager):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
-class _Regression(pl.LightningModule):
-    """A tiny MLP stepped by `opt_func` under a one-cycle schedule of lr and momentum."""
-
-    def __init__(self, opt_func):
-        super().__init__()
-        gen = torch.Generator().manual_seed(1)
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)
-        )
-        with torch.no_grad():
-            for p in self.net.parameters():
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-        self.opt_func = opt_func
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return torch.nn.functional.mse_loss(self.net(x), y)
-
-    def configure_optimizers(self):
-        opt = self.opt_func(self.parameters())
-        sched = OneCycleLR(opt, max_lr=0.05, total_steps=8)  # cycles lr and betas every step
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
 @pytest.mark.parametrize("impl", ["auto", "compiled"])
 def test_a_lightning_trainer_steps_every_impl_like_per_param(impl, tmp_path, aot_eager):
     """Lightning's automatic optimization (step with a closure) and a torch scheduler writing
@@ -340,16 +316,8 @@ def test_a_lightning_trainer_steps_every_impl_like_per_param(impl, tmp_path, aot
     y = x @ torch.randn(4, 1, generator=gen)
     models = {}
     for run_impl in ("per_param", impl):
-        model = _Regression(partial(recipes.Adam, lr=0.01, impl=run_impl))
-        trainer = pl.Trainer(
-            max_epochs=1,
-            accelerator="cpu",
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            logger=False,
-            enable_checkpointing=False,
-            default_root_dir=tmp_path,
-        )
+        model = Regression(partial(recipes.Adam, lr=0.01, impl=run_impl), one_cycle_steps=8)
+        trainer = tiny.trainer(tmp_path, max_epochs=1)
         before = graphs()
         trainer.fit(model, DataLoader(TensorDataset(x, y), batch_size=4))
         models[run_impl] = model

@@ -4,20 +4,19 @@ import csv
 import math
 from functools import partial
 
-import lightning.pytorch as pl
 import pytest
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
-from torch.optim.lr_scheduler import OneCycleLR
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from lightning_accel.optim import SGD, Adam, ranger
 
+from .. import tiny
 from ..distributed import ReleaseProcessGroup
+from .helpers import Regression
 
 N_SAMPLES, BATCH = 32, 4
 
@@ -29,43 +28,8 @@ def _data(batch_size=BATCH):
     return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False)
 
 
-class Regression(pl.LightningModule):
-    """A tiny MLP whose optimizer (and optional one-cycle schedule) comes from outside."""
-
-    def __init__(self, opt_func, one_cycle_steps=None):
-        super().__init__()
-        gen = torch.Generator().manual_seed(1)
-        self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
-        with torch.no_grad():
-            for p in self.net.parameters():
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-        self.opt_func, self.one_cycle_steps = opt_func, one_cycle_steps
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return F.mse_loss(self.net(x).float(), y)
-
-    def configure_optimizers(self):
-        opt = self.opt_func(self.parameters())
-        if self.one_cycle_steps is None:
-            return opt
-        sched = OneCycleLR(opt, max_lr=0.05, total_steps=self.one_cycle_steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
 def _trainer(tmp_path, **kwargs):
-    settings = dict(
-        max_epochs=1,
-        accelerator="cpu",
-        devices=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=False,
-        enable_checkpointing=False,
-        default_root_dir=tmp_path,
-    )
-    settings.update(kwargs)
-    return pl.Trainer(**settings)
+    return tiny.trainer(tmp_path, **{"max_epochs": 1, **kwargs})
 
 
 OURS = partial(Adam, lr=0.01, wd=0.01, impl="per_param")

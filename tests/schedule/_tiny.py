@@ -1,24 +1,8 @@
 """Tiny Lightning pieces shared by the training-recipe tests."""
 
-import math
-
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
-
-
-def cos(a, b, x):
-    """The published cosine annealing from a to b at x in [0, 1]."""
-    return a + (1 + math.cos(math.pi * (1 - x))) * (b - a) / 2
-
-
-def one_cycle(p, lr_max, div=25.0, div_final=1e5, pct_start=0.25, moms=(0.95, 0.85, 0.95)):
-    """(lr, mom) of the published 1cycle policy at position p, in float64."""
-    if p < pct_start:
-        x = p / pct_start
-        return cos(lr_max / div, lr_max, x), cos(moms[0], moms[1], x)
-    x = (p - pct_start) / (1 - pct_start)
-    return cos(lr_max, lr_max / div_final, x), cos(moms[1], moms[2], x)
 
 
 def loader(n_batches=5, batch_size=4, seed=0):
@@ -75,16 +59,3 @@ def _mom(group):
     if "momentum" in group:
         return group["momentum"]
     return group["betas"][0] if "betas" in group else None
-
-
-def trainer(tmp_path, **kwargs):
-    settings = dict(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        num_sanity_val_steps=0,
-    )
-    settings.update(kwargs)
-    return pl.Trainer(**settings)

@@ -13,7 +13,8 @@ from lightning_accel.schedule.lr_finder import LRFinder
 from lightning_accel.schedule.param_scheduler import ParamScheduler
 
 from ..distributed import ReleaseProcessGroup
-from ._tiny import StepProbe, TinyModule, loader, one_cycle
+from ..tiny import one_cycle
+from ._tiny import StepProbe, TinyModule, loader
 
 
 class FileProbe(StepProbe):

@@ -17,7 +17,8 @@ from lightning_accel.schedule.fit import fit, fit_flat_cos, fit_one_cycle, fit_s
 from lightning_accel.schedule.lr_finder import lr_find
 from lightning_accel.schedule.param_scheduler import ParamScheduler
 
-from ._tiny import StepProbe, TinyModule, cos, loader, one_cycle
+from ..tiny import cos, one_cycle
+from ._tiny import StepProbe, TinyModule, loader
 
 QUIET = dict(
     logger=False,

@@ -12,7 +12,8 @@ from lightning_accel.optim.lookahead import Lookahead
 from lightning_accel.schedule.lr_finder import LRFinder, lr_find
 from lightning_accel.schedule.suggestions import minimum, slide, steep, valley
 
-from ._tiny import StepProbe, TinyModule, trainer
+from ..tiny import trainer
+from ._tiny import StepProbe, TinyModule
 
 QUIET = dict(show_plot=False, enable_progress_bar=False)
 

@@ -1,6 +1,5 @@
 """Training policies: 1cycle, flat-cos, SGDR and constant schedules, and their bad input."""
 
-import math
 import pickle
 
 import numpy as np
@@ -15,15 +14,11 @@ from lightning_accel.schedule.policies import (
     SGDRPolicy,
 )
 
-
-def cos(a, b, x):
-    return a + (1 + math.cos(math.pi * (1 - x))) * (b - a) / 2
+from ..tiny import cos, one_cycle
 
 
-def one_cycle_lr(p, lr_max, div=25.0, div_final=1e5, pct_start=0.25):
-    if p < pct_start:
-        return cos(lr_max / div, lr_max, p / pct_start)
-    return cos(lr_max, lr_max / div_final, (p - pct_start) / (1 - pct_start))
+def one_cycle_lr(p, lr_max):
+    return one_cycle(p, lr_max)[0]
 
 
 HYPERS = [{"lr": 1e-3, "mom": 0.9, "wd": 0.0}]

@@ -9,7 +9,8 @@ from lightning_accel.optim.optimizer import AccelOptimizer
 from lightning_accel.schedule.functions import SchedNo
 from lightning_accel.schedule.lightning_callbacks import HyperScheduleCallback, OneCycleSchedule
 
-from ._tiny import StepProbe, TinyModule, one_cycle, trainer
+from ..tiny import one_cycle, trainer
+from ._tiny import StepProbe, TinyModule
 
 
 def test_one_cycle_sets_every_step_from_the_published_formula(tmp_path):

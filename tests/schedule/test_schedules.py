@@ -1,6 +1,5 @@
 """Schedule functions: the published formulas at known positions, per-group values, pickling."""
 
-import math
 import pickle
 
 import numpy as np
@@ -17,6 +16,8 @@ from lightning_accel.schedule.functions import (
     combine_scheds,
     combined_cos,
 )
+
+from ..tiny import cos
 
 finite = st.floats(-1e3, 1e3, allow_nan=False)
 positive = st.floats(1e-6, 1e3, allow_nan=False)
@@ -38,8 +39,7 @@ def test_values_at_known_positions():
 @given(start=finite, end=finite, p=pos)
 def test_lin_cos_no_match_formulas(start, end, p):
     assert SchedLin(start, end)(p) == pytest.approx(start + p * (end - start), abs=1e-9)
-    cos = start + (1 + math.cos(math.pi * (1 - p))) * (end - start) / 2
-    assert SchedCos(start, end)(p) == pytest.approx(cos, abs=1e-9)
+    assert SchedCos(start, end)(p) == pytest.approx(cos(start, end, p), abs=1e-9)
     assert SchedNo(start, end)(p) == start
 
 
@@ -81,9 +81,6 @@ def test_combine_scheds_skips_zero_width_phases():
 @settings(max_examples=50, deadline=None)
 @given(pct=st.floats(0.05, 0.95), p=pos, start=positive, middle=positive, end=positive)
 def test_combined_cos_matches_two_cosines(pct, p, start, middle, end):
-    def cos(a, b, x):
-        return a + (1 + math.cos(math.pi * (1 - x))) * (b - a) / 2
-
     expected = cos(start, middle, p / pct) if p < pct else cos(middle, end, (p - pct) / (1 - pct))
     assert combined_cos(pct, start, middle, end)(p) == pytest.approx(expected, rel=1e-9)
 

@@ -32,6 +32,7 @@ from PIL import Image
 from torch import nn
 
 from lightning_accel.module import AccelModule
+from lightning_accel.optim.dispatch import IMPLS
 from lightning_accel.optim.recipes import Adam
 from lightning_accel.vision.imagenette import ImagenetteDataModule
 from lightning_accel.vision.models import vision_model
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--impl",
         default="auto",
-        choices=("auto", "per_param", "foreach", "compiled"),
+        choices=IMPLS,
         help="AccelOptimizer executor (default: auto)",
     )
     parser.add_argument(

@@ -54,7 +54,7 @@ class SGD(AccelOptimizer):
         mom: momentum, in [0, 1); 0 runs plain SGD.
         wd: weight decay, >= 0.
         decouple_wd: shrink the weights (True) or add `wd * p` to the gradient (False, L2).
-        impl: how the step executes: "auto", "per_param", "foreach" or "compiled".
+        impl: how the step executes: "auto", "composed", "foreach", "per_param" or "compiled".
     """
 
     def __init__(
@@ -82,7 +82,7 @@ class RMSProp(AccelOptimizer):
         mom: momentum of the gradient average, in [0, 1); 0 steps along the gradient itself.
         wd: weight decay, >= 0.
         decouple_wd: shrink the weights (True) or add `wd * p` to the gradient (False, L2).
-        impl: how the step executes: "auto", "per_param", "foreach" or "compiled".
+        impl: how the step executes: "auto", "composed", "foreach", "per_param" or "compiled".
     """
 
     def __init__(
@@ -113,7 +113,7 @@ class Adam(AccelOptimizer):
         eps: added to the denominator, >= 0.
         wd: weight decay, >= 0.
         decouple_wd: shrink the weights (True, AdamW) or add `wd * p` to the gradient (False).
-        impl: how the step executes: "auto", "per_param", "foreach" or "compiled".
+        impl: how the step executes: "auto", "composed", "foreach", "per_param" or "compiled".
     """
 
     def __init__(
@@ -143,7 +143,7 @@ class RAdam(AccelOptimizer):
         wd: weight decay, >= 0.
         beta: softplus sharpness for the denominator, >= 0; 0 turns softplus off.
         decouple_wd: shrink the weights (True) or add `wd * p` to the gradient (False, L2).
-        impl: how the step executes: "auto", "per_param", "foreach" or "compiled".
+        impl: how the step executes: "auto", "composed", "foreach", "per_param" or "compiled".
     """
 
     def __init__(
@@ -177,7 +177,7 @@ class QHAdam(AccelOptimizer):
         eps: added to the denominator, >= 0.
         wd: weight decay, >= 0.
         decouple_wd: shrink the weights (True) or add `wd * p` to the gradient (False, L2).
-        impl: how the step executes: "auto", "per_param", "foreach" or "compiled".
+        impl: how the step executes: "auto", "composed", "foreach", "per_param" or "compiled".
     """
 
     def __init__(
@@ -220,7 +220,7 @@ class Larc(AccelOptimizer):
         eps: added to the denominator of the trust ratio, >= 0.
         wd: weight decay, >= 0.
         decouple_wd: shrink the weights (True) or add `wd * p` to the gradient (False, L2).
-        impl: how the step executes: "auto", "per_param", "foreach" or "compiled".
+        impl: how the step executes: "auto", "composed", "foreach", "per_param" or "compiled".
     """
 
     def __init__(
@@ -257,7 +257,7 @@ class Lamb(AccelOptimizer):
         eps: added to the denominator, >= 0.
         wd: weight decay, >= 0.
         decouple_wd: shrink the weights (True) or add `wd * p` to the gradient (False, L2).
-        impl: how the step executes: "auto", "per_param", "foreach" or "compiled".
+        impl: how the step executes: "auto", "composed", "foreach", "per_param" or "compiled".
     """
 
     def __init__(

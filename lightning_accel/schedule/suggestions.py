@@ -84,7 +84,7 @@ def minimum(lrs: Sequence[float], losses: Sequence[float], num_it: int) -> tuple
     """A tenth of the lr at the minimum loss. The point is the suggestion on the curve (loss
     interpolated on the log-lr axis; the first loss when the suggestion lies left of the curve),
     not the minimum: a marker labelled with the suggestion must sit at it. (The reference marks
-    the minimum's lr with the first point's loss.)"""
+    the minimum itself under a label naming a tenth of its lr.)"""
     lrs, losses = _arrays(lrs, losses, 1, "minimum")
     i = int(np.argmin(losses))
     suggestion = float(lrs[i]) / 10

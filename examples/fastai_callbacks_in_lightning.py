@@ -52,11 +52,17 @@ class TerminateOnNaNCallback(Callback):
 
     def after_batch(self):
         if torch.isinf(self.loss) or torch.isnan(self.loss):
-            # Ours, not the chapter's: say why the fit ends, in one line.
-            print(
+            # Ours, not the chapter's: say why the fit ends, in one line (through Lightning's
+            # progress bar when it is shown, so the line does not land inside the bar).
+            message = (
                 f"TerminateOnNaNCallback: training loss is {self.loss.item()} at epoch "
                 f"{self.epoch}, batch {self.iter}; stopping the fit"
             )
+            bar = self.learn.trainer.progress_bar_callback
+            if bar is not None:
+                bar.print(message)
+            else:
+                print(message)
             raise CancelFitException
 
 

@@ -46,12 +46,23 @@ class TerminateOnNaNCallback(Callback):
     """Stop training when the loss becomes infinite or NaN (the chapter's)."""
 
     run_before = Recorder  # so the Recorder never records the bad loss
-    # A plain LightningModule computes its validation loss inside `validation_step`, where the
-    # bridge cannot see it: watch the training batches only.
+    # The validation loss reaches the bridge too (validation_step returns it); the chapter's
+    # callback watches training only.
     run_valid = False
 
     def after_batch(self):
         if torch.isinf(self.loss) or torch.isnan(self.loss):
+            # Ours, not the chapter's: say why the fit ends, in one line (through Lightning's
+            # progress bar when it is shown, so the line does not land inside the bar).
+            message = (
+                f"TerminateOnNaNCallback: training loss is {self.loss.item()} at epoch "
+                f"{self.epoch}, batch {self.iter}; stopping the fit"
+            )
+            bar = self.learn.trainer.progress_bar_callback
+            if bar is not None:
+                bar.print(message)
+            else:
+                print(message)
             raise CancelFitException
 
 
@@ -126,7 +137,9 @@ class NextValueRNN(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        self.log("val_loss", nn.functional.mse_loss(self(x), y))
+        loss = nn.functional.mse_loss(self(x), y)
+        self.log("val_loss", loss)
+        return loss  # what the bridge's Recorder averages into the epoch's valid_loss
 
     def configure_optimizers(self):
         return SGD(self.parameters(), lr=self.lr, mom=0.9)

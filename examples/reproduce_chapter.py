@@ -5,7 +5,12 @@ code next to ours in its docstring. By default it trains a ResNet-34 without pre
 scikit-learn's digits (offline, small); `--data imagenette` uses the chapter's Imagenette-160.
 
     python examples/reproduce_chapter.py                     # every cell, digits, 3 epochs each
-    python examples/reproduce_chapter.py --cells sgd_cb adam --epochs 1
+    python examples/reproduce_chapter.py --cells generic_sgd adam --epochs 1
+    python examples/reproduce_chapter.py --epochs 1 --limit-batches 3   # a quick look
+
+`--limit-batches N` keeps N training and N validation batches per epoch, and limits `lr_find`
+to N steps as well (too few for suggestions below 7: it then says so and prints nan);
+`--lr-find-iters` sets lr_find's steps explicitly (default: 100, or N with --limit-batches).
 """
 
 from __future__ import annotations
@@ -53,10 +58,12 @@ class Chapter:
         size: int | None = None,
         batch_size: int | None = None,
         limit_batches: int | None = None,
-        lr_find_iters: int = 100,
+        lr_find_iters: int | None = None,
         progress_bar: bool = True,
     ) -> None:
-        self.arch, self.epochs, self.lr_find_iters = arch, epochs, lr_find_iters
+        self.arch, self.epochs = arch, epochs
+        # --limit-batches is for a quick run: it limits lr_find's steps too, unless told otherwise.
+        self.lr_find_iters = lr_find_iters or limit_batches or 100
         if data == "digits":
             self.dls = DigitsDataModule(size=size or 32, batch_size=batch_size or 64)
         elif data == "imagenette":
@@ -113,7 +120,12 @@ def sgd_lr_find(ch: Chapter) -> tuple:
     learn = ch.get_learner(opt_func=SGD)
     kwargs = {k: v for k, v in ch.trainer_kwargs.items() if not k.startswith("limit_val")}
     kwargs.pop("num_sanity_val_steps")
-    return lr_find(learn, ch.dls, num_it=ch.lr_find_iters, show_plot=False, **kwargs)
+    # The training batches cycle: lr_find runs its own number of steps, ch.lr_find_iters.
+    kwargs.pop("limit_train_batches")
+    result = lr_find(learn, ch.dls, num_it=ch.lr_find_iters, show_plot=False, **kwargs)
+    shown = ", ".join(f"{name}={lr:.3g}" for name, lr in result._asdict().items())
+    print(f"  lr_find, {ch.lr_find_iters} steps from lr 1e-07 to 10: {shown}")
+    return result
 
 
 def plain_sgd(ch: Chapter) -> list:
@@ -265,18 +277,42 @@ def main(cells: Sequence[str] | None = None, **settings: Any) -> dict[str, Any]:
     return results
 
 
-if __name__ == "__main__":
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line the module docstring shows."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", nargs="*", choices=list(CELLS), default=None)
     parser.add_argument("--data", choices=["digits", "imagenette"], default="digits")
     parser.add_argument("--arch", default="resnet34")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--limit-batches", type=int, default=None)
-    args = parser.parse_args()
+    parser.add_argument("--epochs", type=_positive, default=3)
+    parser.add_argument(
+        "--limit-batches",
+        type=_positive,
+        default=None,
+        help="training and validation batches per epoch, and lr_find's steps",
+    )
+    parser.add_argument(
+        "--lr-find-iters",
+        type=_positive,
+        default=None,
+        help="lr_find's steps (default: 100, or --limit-batches when given)",
+    )
+    return parser.parse_args(argv)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+if __name__ == "__main__":
+    args = parse_args()
     main(
         args.cells,
         data=args.data,
         arch=args.arch,
         epochs=args.epochs,
         limit_batches=args.limit_batches,
+        lr_find_iters=args.lr_find_iters,
     )

@@ -234,7 +234,7 @@ def run_lr_find(run: _Run) -> dict[str, float]:
     kwargs = _trainer_kwargs(run, logger=False)
     for key in ("logger", "limit_val_batches", "num_sanity_val_steps", "enable_checkpointing"):
         kwargs.pop(key)
-    kwargs["enable_progress_bar"] = False
+    kwargs["enable_progress_bar"] = config.progress_bar  # a bar on a terminal, else a few lines
     pl.seed_everything(config.seed, verbose=False)
     with contextlib.ExitStack() as stack:
         plot = None

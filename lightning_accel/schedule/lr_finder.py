@@ -20,16 +20,20 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks.progress import ProgressBar
 from matplotlib.figure import Figure
 
+from ..lightning.known_warnings import quiet_known_warnings
 from ..module import AccelModule
 from .functions import SchedExp
 from .hypers import get_hyper, set_hyper
+from .lr_find_progress import LRFindProgress
 from .suggestions import valley
 
 __all__ = ["LRFinder", "lr_find", "plot_lr_find"]
 
 SuggestFunc = Callable[..., tuple[float, tuple[float, float]]]
+SKIP_END = 5  # points left out at the end of the curve, for suggestions and plot (the reference)
 
 
 def _check_lr_range(start_lr: Any, end_lr: Any) -> None:
@@ -70,6 +74,8 @@ class LRFinder(pl.Callback):
         self.lrs: list[float] = []
         self.losses: list[float] = []
         self.raw_losses: list[float] = []
+        # Why the sweep ended before num_it steps (None when it ran them all), for the display.
+        self.stop_reason: str | None = None
         self._saved: dict[str, Any] | None = None
 
     # -- snapshot and restore -------------------------------------------------------------
@@ -141,6 +147,7 @@ class LRFinder(pl.Callback):
                 raise ValueError("lr_find needs training batches, but the training loader is empty")
         self.lrs, self.losses, self.raw_losses = [], [], []
         self._avg, self._count, self._best = 0.0, 0, math.inf
+        self.stop_reason = None
         self._snapshot(pl_module, trainer.optimizers[0])
 
     def on_train_batch_start(
@@ -162,7 +169,9 @@ class LRFinder(pl.Callback):
         # Averaged over processes, so every DDP rank takes the same stop decision.
         loss = float(trainer.strategy.reduce(loss.detach().float().mean(), reduce_op="mean"))
         stop = not math.isfinite(loss)
-        if not stop:
+        if stop:
+            self.stop_reason = f"the loss is {loss}"
+        else:
             self._count += 1
             self._avg = self.beta * self._avg + (1 - self.beta) * loss
             smooth = self._avg / (1 - self.beta**self._count)
@@ -171,6 +180,11 @@ class LRFinder(pl.Callback):
             self.raw_losses.append(loss)
             self._best = min(self._best, smooth)
             stop = self.stop_div and smooth > 4 * self._best
+            if stop:
+                self.stop_reason = (
+                    f"the smoothed loss {smooth:.4g} exceeds 4x its minimum {self._best:.4g} "
+                    f"(lr {self.lrs[-1]:.2e})"
+                )
         if stop or trainer.global_step >= self.num_it:
             trainer.should_stop = True
 
@@ -187,12 +201,16 @@ class LRFinder(pl.Callback):
     ) -> tuple[tuple, list[tuple[float, float]]]:
         """The suggestions as a named tuple, and the points to mark on the plot.
 
-        As the reference, the first `num_it // 10` and the last 5 points are left out."""
+        As the reference, the first `num_it // 10` and the last 5 points are left out of the
+        curve the suggestion functions see. Each point is the suggested lr and the plotted curve's
+        loss there (interpolated on the log-lr axis), so a marker sits at the lr its label names;
+        a suggestion left of the curve's first lr (possible for `minimum`, a tenth of an lr) is
+        marked at the first point's loss."""
         funcs = _as_funcs(suggest_funcs)
         names = [_func_name(f) for f in funcs]
         suggested = namedtuple("SuggestedLRs", names)
-        lrs = np.asarray(self.lrs[self.num_it // 10 : -5], dtype=np.float64)
-        losses = np.asarray(self.losses[self.num_it // 10 : -5], dtype=np.float64)
+        lrs = np.asarray(self.lrs[self.num_it // 10 : -SKIP_END], dtype=np.float64)
+        losses = np.asarray(self.losses[self.num_it // 10 : -SKIP_END], dtype=np.float64)
         if len(losses) < 2:
             warnings.warn(
                 f"lr_find recorded {len(self.losses)} losses, too few for suggestions once the "
@@ -202,11 +220,14 @@ class LRFinder(pl.Callback):
                 stacklevel=2,
             )
             return suggested(*[math.nan] * len(funcs)), []
-        values, points = [], []
-        for func in funcs:
-            value, point = func(lrs, losses, self.num_it)
-            values.append(float(value))
-            points.append((float(point[0]), float(point[1])))
+        values = [float(func(lrs, losses, self.num_it)[0]) for func in funcs]
+        end = len(self.lrs) - SKIP_END  # the plotted curve (plot_lr_find's skip_end)
+        log_lrs = np.log(np.asarray(self.lrs[:end], dtype=np.float64))
+        plotted = np.asarray(self.losses[:end], dtype=np.float64)
+        points = [
+            (v, float(np.interp(math.log(v), log_lrs, plotted)) if v > 0 else math.nan)
+            for v in values
+        ]
         return suggested(*values), points
 
 
@@ -237,7 +258,7 @@ def plot_lr_find(
     losses: Sequence[float],
     points: Sequence[tuple[float, float]] = (),
     labels: Sequence[str] = (),
-    skip_end: int = 5,
+    skip_end: int = SKIP_END,
     use_pyplot: bool = False,
 ) -> Figure:
     """Loss against learning rate on a log axis, each `points[i]` marked and labelled
@@ -290,7 +311,9 @@ def lr_find(
     The training loader is cycled if shorter than `num_it`. Weights and optimizer state are
     restored afterwards, also when the run raises. `show_plot` draws the curve through pyplot
     (notebooks display it); `plot_path` saves it as PNG. Extra keyword arguments go to the
-    `Trainer` (`accelerator`, `precision`, ...).
+    `Trainer` (`accelerator`, `precision`, ...). Progress shows as a bar over the `num_it` steps
+    on a terminal and as at most five lines otherwise (`LRFindProgress`); pass
+    `enable_progress_bar=False` for none.
     """
     finder = LRFinder(start_lr, end_lr, num_it, stop_div)  # checks start_lr, end_lr, num_it
     funcs = _as_funcs(suggest_funcs) if suggest_funcs is not None else None
@@ -301,25 +324,29 @@ def lr_find(
         raise ValueError("pass either datamodule or train_dataloaders, not both")
     if plot_path is not None and not Path(plot_path).parent.is_dir():
         raise ValueError(f"plot_path {str(plot_path)!r}: its folder does not exist")
+    callbacks = [*trainer_kwargs.get("callbacks", []), finder]
+    progress = trainer_kwargs.get("enable_progress_bar", True)
+    if progress and not any(isinstance(cb, ProgressBar) for cb in callbacks):
+        callbacks.append(LRFindProgress(finder))
     settings = {
         "logger": False,
         "enable_checkpointing": False,
-        "enable_progress_bar": False,
         "enable_model_summary": False,
         "limit_val_batches": 0,
         "num_sanity_val_steps": 0,
         **trainer_kwargs,
+        "enable_progress_bar": progress,
         # One batch per epoch at least, so num_it epochs always suffice: shorter loaders cycle.
         "max_epochs": num_it,
         "max_steps": num_it,
-        "callbacks": [*trainer_kwargs.get("callbacks", []), finder],
+        "callbacks": callbacks,
     }
     trainer = pl.Trainer(**settings)
     # An AccelModule prints no epoch table for the mock training (the reference neither), and
     # keeps the optimizer it had as `module.opt`.
     mock = module.mock_fit() if isinstance(module, AccelModule) else contextlib.nullcontext()
     try:
-        with mock:
+        with mock, quiet_known_warnings():
             trainer.fit(module, train_dataloaders=train_dataloaders, datamodule=datamodule)
     finally:
         finder.restore()

@@ -1,8 +1,9 @@
 """Learning-rate suggestions from an lr_find curve, with the reference's definitions.
 
 Each function takes the recorded learning rates and (smoothed) losses, in increasing-lr order,
-plus `num_it`, and returns `(suggested_lr, (lr, loss))`: the suggestion and the point to mark on
-the plot. The signature is the reference's, so custom suggestion functions carry over.
+plus `num_it`, and returns `(suggested_lr, (lr, loss))`: the suggestion and the point on the
+curve at that lr, to mark on the plot. The signature is the reference's, so custom suggestion
+functions carry over.
 """
 
 from __future__ import annotations
@@ -80,10 +81,15 @@ def slide(
 
 
 def minimum(lrs: Sequence[float], losses: Sequence[float], num_it: int) -> tuple[float, Point]:
-    """A tenth of the lr at the minimum loss (the point marks the minimum itself)."""
+    """A tenth of the lr at the minimum loss. The point is the suggestion on the curve (loss
+    interpolated on the log-lr axis; the first loss when the suggestion lies left of the curve),
+    not the minimum: a marker labelled with the suggestion must sit at it. (The reference marks
+    the minimum itself under a label naming a tenth of its lr.)"""
     lrs, losses = _arrays(lrs, losses, 1, "minimum")
     i = int(np.argmin(losses))
-    return float(lrs[i]) / 10, (float(lrs[i]), float(losses[i]))
+    suggestion = float(lrs[i]) / 10
+    loss = float(np.interp(np.log10(suggestion), np.log10(lrs), losses))
+    return suggestion, (suggestion, loss)
 
 
 def steep(lrs: Sequence[float], losses: Sequence[float], num_it: int) -> tuple[float, Point]:

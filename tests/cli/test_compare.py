@@ -3,7 +3,6 @@
 import csv
 import io
 import json
-import math
 import os
 import re
 import selectors
@@ -28,6 +27,7 @@ from lightning_accel.vision import download
 from lightning_accel.vision.digits import fixed_split, load_digits_tensors
 from lightning_accel.vision.models import vision_model
 
+from ..tiny import one_cycle
 from ..vision.conftest import make_image_folder
 
 ALL = list(RECIPES)
@@ -176,7 +176,10 @@ def test_one_tensorboard_run_per_recipe_holds_the_same_figures(digits_run):
         assert values["chapter/accuracy"] == pytest.approx(accuracy, abs=1e-6)
         assert len(values["chapter/valid_loss"]) == 2
         assert len(values["chapter/train_loss"]) == 4  # 2 epochs x 2 batches, smoothed
-        assert all(math.isfinite(v) and v > 0 for v in values["chapter/lr"])
+        # The scheduled lr of each of the 4 steps: 1cycle at k/4 of the way, or constant.
+        recipe = RECIPES[name]
+        lrs = [one_cycle(k / 4, recipe.lr)[0] if recipe.one_cycle else recipe.lr for k in range(4)]
+        assert values["chapter/lr"] == pytest.approx(lrs, rel=1e-6)
         # The optimizer monitor rides along: its hyper-parameter curve is the scheduled lr.
         assert values["hypers/lr/group0"] == pytest.approx(values["chapter/lr"], rel=1e-6)
         # HParams compares the recipes on the final accuracy as well as the loss.

@@ -67,9 +67,48 @@ def test_lion_trains_under_one_cycle_and_tensorboard_shows_its_steps(tmp_path):
     assert 0.5 * hist.num < moved <= hist.num * (1 + 1e-4)
 
 
+@settings(max_examples=20, deadline=None)
+@given(
+    lr=st.floats(1e-4, 1e-1),
+    mom=st.floats(0.0, 0.99),
+    sqr_mom=st.floats(0.8, 0.99),
+    wd=st.floats(0.0, 0.5),
+    seed=st.integers(0, 2**16),
+)
+def test_radam_matches_the_published_update(lr, mom, sqr_mom, wd, seed):
+    gen = torch.Generator().manual_seed(seed)
+    w0 = torch.randn(5, 3, dtype=torch.float64, generator=gen)
+    grads = [torch.randn(5, 3, dtype=torch.float64, generator=gen) for _ in range(12)]
+    p = torch.nn.Parameter(w0.clone())
+    opt = example.RAdam([p], lr=lr, mom=mom, sqr_mom=sqr_mom, wd=wd)
+    eps = 1e-5  # radam_step's default, added to the debiased root as the reference does
+    w, m, v = w0.clone(), torch.zeros_like(w0), torch.zeros_like(w0)
+    rho_inf = 2 / (1 - sqr_mom) - 1
+    for t, g in enumerate(grads, start=1):
+        p.grad = g.clone()
+        opt.step()
+        # Liu et al. (2020), Algorithm 2, with decoupled weight decay first.
+        w = w * (1 - lr * wd)
+        m = mom * m + (1 - mom) * g
+        v = sqr_mom * v + (1 - sqr_mom) * g * g
+        m_hat = m / (1 - mom**t)
+        rho = rho_inf - 2 * t * sqr_mom**t / (1 - sqr_mom**t)
+        if rho > 5:
+            r = ((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)) ** 0.5
+            w = w - lr * r * m_hat / ((v / (1 - sqr_mom**t)).sqrt() + eps)
+        else:
+            w = w - lr * m_hat
+        torch.testing.assert_close(p.detach(), w, rtol=1e-10, atol=1e-12)
+
+
 def test_radam_from_callbacks_trains(tmp_path):
     trainer = example.main(
-        "radam", epochs=1, limit_batches=3, root_dir=tmp_path, progress_bar=False
+        "radam",
+        epochs=1,
+        limit_batches=3,
+        log_every_n_steps=1,
+        root_dir=tmp_path,
+        progress_bar=False,
     )
     losses = trainer.lightning_module.bridge.learn.recorder.losses
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))

@@ -1,7 +1,11 @@
 """examples/reproduce_chapter.py: every cell of the chapter runs, with tiny settings."""
 
+import contextlib
+import io
 import math
+import shlex
 
+import lightning.pytorch as pl
 import pytest
 
 from .helpers import load_example
@@ -19,9 +23,20 @@ TINY = dict(
 )
 
 
+N_VALID = TINY["limit_batches"] * TINY["batch_size"]  # validation images per epoch
+
+
 @pytest.fixture(scope="module")
-def results():
-    return example.main(**TINY)
+def run():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        results = example.main(**TINY)
+    return results, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def results(run):
+    return run[0]
 
 
 @pytest.mark.slow
@@ -33,13 +48,88 @@ def test_training_cells_print_the_chapters_table(results, cell):
     assert len(rows) == TINY["epochs"]
     for train_loss, valid_loss, accuracy in rows:
         assert math.isfinite(train_loss) and math.isfinite(valid_loss)
-        assert 0.0 <= accuracy <= 1.0
+        # The fraction of 16 validation images classified right: a whole number of them.
+        assert accuracy * N_VALID == pytest.approx(round(accuracy * N_VALID), abs=1e-5)
+        assert 0 <= round(accuracy * N_VALID) <= N_VALID
 
 
 @pytest.mark.slow
-def test_lr_find_suggests_a_learning_rate(results):
-    suggestions = results["sgd_lr_find"]
-    assert all(math.isfinite(v) and v > 0 for v in suggestions)
+def test_lr_find_suggests_a_learning_rate_of_its_sweep_and_prints_it(run):
+    results, out = run
+    (valley,) = results["sgd_lr_find"]
+    # valley is one of the sweep's learning rates, 1e-7 * 1e8^(k/12), inside the window the
+    # suggestions look at: k from 12 // 10 = 1 up to 5 before the end of at most 12 points.
+    sweep = [1e-7 * 1e8 ** (k / 12) for k in range(1, 12 - 5)]
+    assert any(valley == pytest.approx(lr, rel=1e-9) for lr in sweep), valley
+    assert f"  lr_find, 12 steps from lr 1e-07 to 10: valley={valley:.3g}\n" in out
+
+
+class StepCounter(pl.Callback):
+    def __init__(self):
+        self.steps = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps += 1
+
+
+@pytest.mark.parametrize(("settings", "steps"), [({}, 3), ({"lr_find_iters": 9}, 9)])
+def test_limit_batches_limits_lr_find_unless_its_steps_are_given(settings, steps, capsys):
+    tiny = {k: v for k, v in TINY.items() if k not in ("lr_find_iters", "epochs")}
+    ch = example.Chapter(**{**tiny, "limit_batches": 3, **settings})
+    counter = StepCounter()
+    ch.trainer_kwargs["callbacks"] = [counter]
+    if steps < 7:  # too few points once the first steps // 10 and the last 5 are left out
+        with pytest.warns(UserWarning, match="too few for suggestions"):
+            result = example.sgd_lr_find(ch)
+        assert math.isnan(result.valley)
+    else:
+        result = example.sgd_lr_find(ch)
+        assert math.isfinite(result.valley)
+    assert counter.steps == steps
+    assert f"  lr_find, {steps} steps from lr 1e-07 to 10: valley=" in capsys.readouterr().out
+
+
+def _docstring_commands():
+    lines = [line.strip() for line in example.__doc__.splitlines()]
+    commands = [line for line in lines if line.startswith("python examples/reproduce_chapter.py")]
+    return [shlex.split(line.split("#")[0])[2:] for line in commands]
+
+
+def test_every_command_in_the_docstring_parses():
+    commands = _docstring_commands()
+    assert len(commands) == 3
+    for argv in commands:
+        args = example.parse_args(argv)
+        assert args.cells is None or set(args.cells) <= set(example.CELLS)
+
+
+@pytest.mark.slow
+def test_docstring_commands_naming_cells_run(capsys):
+    ran = 0
+    for argv in _docstring_commands():
+        args = example.parse_args(argv)
+        if args.cells is None:
+            continue  # every cell: the module's tiny run above
+        results = example.main(args.cells, **{**TINY, "epochs": args.epochs})
+        assert list(results) == args.cells
+        assert all(len(results[c]) == args.epochs for c in args.cells)
+        ran += 1
+    assert ran == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--cells", "sgd_cb"], "--cells: invalid choice: 'sgd_cb'"),
+        (["--limit-batches", "0"], "--limit-batches: must be a positive integer, got 0"),
+        (["--lr-find-iters", "-1"], "--lr-find-iters: must be a positive integer, got -1"),
+    ],
+)
+def test_bad_command_lines_are_named(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        example.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.slow

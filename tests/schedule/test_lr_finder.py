@@ -1,8 +1,13 @@
 """lr_find: the exponential sweep, stopping rules, exact restoration, suggestions, plot, errors."""
 
+import io
 import math
+import re
+import sys
 
+import lightning.pytorch as pl
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -14,6 +19,7 @@ from lightning_accel.schedule.suggestions import minimum, slide, steep, valley
 
 from ..tiny import trainer
 from ._tiny import StepProbe, TinyModule
+from .test_suggestions import _valley_by_the_book
 
 QUIET = dict(show_plot=False, enable_progress_bar=False)
 
@@ -194,3 +200,210 @@ def test_empty_training_loader_is_an_error(tmp_path):
 
     with pytest.raises(ValueError, match="training loader is empty"):
         lr_find(Empty(), default_root_dir=tmp_path, **QUIET)
+
+
+# -- gradients restored -------------------------------------------------------------------
+
+
+def test_restores_every_gradient_weight_and_optimizer_state(trained, tmp_path):
+    # Gradients the user holds going in: random on some parameters, None on one.
+    params = list(trained.parameters())
+    g = torch.Generator().manual_seed(1)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g)
+    params[-1].grad = None
+    grads = [None if p.grad is None else p.grad.clone() for p in params]
+    snap = _snapshot(trained)
+    lr_find(trained, num_it=12, stop_div=False, default_root_dir=tmp_path, **QUIET)
+    for p, before in zip(trained.parameters(), grads):
+        if before is None:
+            assert p.grad is None
+        else:
+            assert p.grad is not None and torch.equal(p.grad, before)
+    _assert_same(trained, snap)
+
+
+# -- suggestions, re-derived from the recorded curve ---------------------------------------
+
+
+class LossProbe(pl.Callback):
+    """The batch losses lr_find trained on, read from what each training step returned."""
+
+    def __init__(self):
+        self.losses = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+
+
+def _smoothed(raw, beta=0.98):
+    avg, out = 0.0, []
+    for i, loss in enumerate(raw, start=1):
+        avg = beta * avg + (1 - beta) * loss
+        out.append(avg / (1 - beta**i))
+    return np.array(out)
+
+
+def _slide_by_the_book(lrs, losses, lr_diff=15, thresh=0.005):
+    grads = np.gradient(losses)
+    r, left = -1, -1 - min(lr_diff, len(losses) - 1)
+    found = lrs[left]
+    while left >= -len(losses) and abs(grads[r] - grads[left]) > thresh:
+        found = lrs[left]
+        r, left = r - 1, left - 1
+    return float(found)
+
+
+@pytest.mark.parametrize("num_it", [40, 60])
+def test_each_suggestion_is_its_definition_applied_to_the_recorded_curve(num_it, tmp_path):
+    probe = LossProbe()
+    result = lr_find(
+        TinyModule(n_batches=10),
+        num_it=num_it,
+        suggest_funcs=(valley, slide, minimum, steep),
+        callbacks=[probe],
+        default_root_dir=tmp_path,
+        **QUIET,
+    )
+    n = len(probe.losses)
+    assert 20 < n <= num_it
+    # The curve, in float64 from the batch losses and the exponential schedule.
+    lrs = 1e-7 * (10.0 / 1e-7) ** (np.arange(n) / num_it)
+    losses = _smoothed(probe.losses)
+    lrs, losses = lrs[num_it // 10 : -5], losses[num_it // 10 : -5]  # the reference's cut
+    log_slopes = np.diff(losses) / np.diff(np.log(lrs))
+    expected = {
+        "valley": _valley_by_the_book(lrs, losses),
+        "slide": _slide_by_the_book(lrs, losses),
+        "minimum": lrs[np.argmin(losses)] / 10,
+        "steep": lrs[np.argmin(log_slopes)],
+    }
+    assert result._asdict() == pytest.approx(expected, rel=1e-9)
+
+
+def test_steep_takes_the_slope_against_log_lr():
+    # Two drops: 0.1 between points 5 and 6, 0.2 between 30 and 31. Against log(lr) (equal
+    # spacing) the second is steeper; against lr itself the first would be, by far.
+    lrs = np.logspace(-7, 1, 40)
+    losses = np.ones(40)
+    losses[6:] -= 0.1
+    losses[31:] -= 0.2
+    assert steep(lrs, losses, 100)[0] == pytest.approx(lrs[30])
+
+
+# -- plot markers --------------------------------------------------------------------------
+
+
+def test_plot_markers_sit_on_the_curve_at_the_lr_their_label_names(tmp_path):
+    funcs = (valley, slide, minimum, steep)
+    figures = plt.get_fignums()
+    result = lr_find(
+        TinyModule(n_batches=10),
+        num_it=40,
+        suggest_funcs=funcs,
+        show_plot=True,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
+    (new,) = set(plt.get_fignums()) - set(figures)
+    fig = plt.figure(new)
+    try:
+        curve, *markers = fig.axes[0].get_lines()
+        xs, ys = (np.asarray(a, dtype=np.float64) for a in curve.get_data())
+        assert [m.get_label() for m in markers] == [
+            f"{name}: {lr:.2e}" for name, lr in result._asdict().items()
+        ]
+        for marker, lr in zip(markers, result):
+            (x,), (y,) = marker.get_data()
+            assert x == pytest.approx(lr, rel=1e-12)  # the named lr, not the minimum's
+            assert xs[0] <= x <= xs[-1]
+            # On the drawn line: linear between the neighbouring points on the log axis.
+            i = np.searchsorted(xs, x)
+            i = min(max(i, 1), len(xs) - 1)
+            t = (np.log(x) - np.log(xs[i - 1])) / (np.log(xs[i]) - np.log(xs[i - 1]))
+            assert y == pytest.approx(ys[i - 1] + t * (ys[i] - ys[i - 1]), rel=1e-9)
+    finally:
+        plt.close(fig)
+
+
+def test_minimum_marker_left_of_the_suggestion_range_uses_the_whole_curve():
+    # The minimum lies 12 points in; a tenth of its lr is 10 points earlier (lrs step by
+    # 10^0.1), at index 2, before the num_it // 10 = 5 points the suggestions leave out.
+    finder = LRFinder(1e-7, 1e3, num_it=50)
+    finder.lrs = list(1e-7 * 10 ** (np.arange(40) / 10))
+    finder.losses = list((np.arange(40) - 12.0) ** 2 + 1)
+    result, points = finder.suggest((minimum,))
+    assert result.minimum == pytest.approx(finder.lrs[2])
+    assert points == [(pytest.approx(finder.lrs[2]), pytest.approx(finder.losses[2]))]
+
+
+# -- progress --------------------------------------------------------------------------------
+
+
+def _lr_find_lines(text):
+    return [line for line in text.splitlines() if line.startswith("lr_find")]
+
+
+def test_progress_without_a_terminal_is_a_line_per_quarter(tmp_path, capsys):
+    lr_find(
+        TinyModule(n_batches=10),
+        start_lr=1e-6,
+        end_lr=1e-2,
+        num_it=40,
+        stop_div=False,
+        show_plot=False,
+        default_root_dir=tmp_path,
+    )
+    out = capsys.readouterr().out
+    assert "\r" not in out
+    lines = _lr_find_lines(out)
+    assert len(lines) == 4
+    for line, step in zip(lines, (10, 20, 30, 40)):
+        lr = 1e-6 * 1e4 ** ((step - 1) / 40)
+        assert line.startswith(f"lr_find: {step}/40 steps, lr {lr:.2e}, smoothed loss ")
+
+
+def test_progress_says_why_the_sweep_stopped_early(tmp_path, capsys):
+    lr_find(
+        TinyModule(n_batches=10),
+        start_lr=1e-4,
+        end_lr=100.0,
+        num_it=60,
+        show_plot=False,
+        default_root_dir=tmp_path,
+    )
+    lines = _lr_find_lines(capsys.readouterr().out)
+    assert len(lines) <= 5
+    assert re.fullmatch(
+        r"lr_find: stopped after \d+ of 60 steps: the smoothed loss \S+ exceeds 4x its "
+        r"minimum \S+ \(lr \S+\)",
+        lines[-1],
+    )
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_on_a_terminal_is_one_bar_over_the_steps(tmp_path, monkeypatch):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    lr_find(
+        TinyModule(n_batches=10),
+        start_lr=1e-6,
+        end_lr=1e-2,
+        num_it=40,
+        stop_div=False,
+        show_plot=False,
+        default_root_dir=tmp_path,
+    )
+    out = terminal.getvalue()
+    assert "\r" in out  # redrawn in place
+    assert "lr_find" in out and "40/40" in out
+    assert not re.search(r"lr_find: \d+/40 steps", out)  # no plain lines
+
+
+def test_no_progress_when_disabled(tmp_path, capsys):
+    lr_find(TinyModule(n_batches=10), num_it=20, default_root_dir=tmp_path, **QUIET)
+    assert _lr_find_lines(capsys.readouterr().out) == []

@@ -17,6 +17,15 @@ import torch
 from torch import Tensor
 
 BINS = 64
+TINY = torch.finfo(torch.float32).tiny
+
+
+def clamped_sqrt(values: Tensor, out: Tensor) -> Tensor:
+    """``sqrt(max(values, TINY))`` written into `out`: the square roots of non-negative values
+    such as ``sqr_avg``. A CPU takes the root of an exact zero some 10x slower than of any other
+    number, and optimizer state holds many zeros; the clamp turns each 0 into 1.1e-19, far below
+    the float32 rounding of any sum or mean of the roots that is not itself 0."""
+    return torch.clamp(values, min=TINY, out=out).sqrt_()
 
 
 @dataclass(frozen=True)
@@ -54,8 +63,7 @@ class _Values:
             flat = flat.float()
         if not root:
             return flat
-        out = self.scratch[: flat.numel()]
-        return torch.sqrt(flat.to(out.dtype), out=out)
+        return clamped_sqrt(flat, self.scratch[: flat.numel()])
 
 
 def histograms(

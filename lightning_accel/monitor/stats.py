@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .histograms import BINS, Histogram, histograms
+from .histograms import BINS, Histogram, clamped_sqrt, histograms
 
 # The chapter's state names first, then torch.optim's names for the same running averages, so
 # the monitor reads torch's Adam, SGD and RMSprop as well as AccelOptimizer.
@@ -212,14 +212,15 @@ def layer_stats(snapshot: StepSnapshot, states: Sequence[dict]) -> dict[str, dic
 
 
 def _sqrt_sums(tensors: Sequence[Tensor]) -> Tensor:
-    """``sum(sqrt(t))`` for each tensor, exactly: the roots go into one scratch buffer the size
-    of the largest tensor (torch's 1/2-"norm" would do it without, but several times slower)."""
+    """``sum(sqrt(t))`` for each tensor, over every element: the roots go into one scratch buffer
+    the size of the largest tensor (torch's 1/2-"norm" needs none, but is several times slower),
+    zeros taken as `histograms.TINY` (see `clamped_sqrt`)."""
     largest = max(t.numel() for t in tensors)
     scratch = torch.empty(largest, dtype=torch.float32, device=tensors[0].device)
     sums = []
     for t in tensors:
         out = scratch[: t.numel()]
-        sums.append(torch.sqrt(t.detach().reshape(-1).to(torch.float32), out=out).sum())
+        sums.append(clamped_sqrt(t.detach().reshape(-1).to(torch.float32), out).sum())
     return torch.stack(sums)
 
 

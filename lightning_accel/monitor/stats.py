@@ -50,6 +50,7 @@ class StepSnapshot:
     grad_sq_norms: Tensor  # squared L2 norm of each parameter's gradient
     weights: list[Tensor] | None  # copies of the parameters before the step
     weight_sq_norms: Tensor | None = None  # squared L2 norm of each parameter before the step
+    layer_of: list[int] | None = None  # `layer_ids` on the host, read without a transfer
     _state: str = "weights"  # what `weights` holds now: "weights", "undo" or "updates"
 
     def undo_updates(self) -> list[Tensor]:
@@ -105,6 +106,7 @@ def take_snapshot(
         grad_sq_norms=grad_sq,
         weights=weights,
         weight_sq_norms=weight_sq,
+        layer_of=list(layer_ids),
     )
 
 
@@ -240,7 +242,7 @@ def layer_histograms(
     copy), ``grad_avg`` and ``sqr_avg_sqrt`` (the square root of ``sqr_avg``). A layer whose
     values are not all finite has no histogram of that kind.
     """
-    ids = snapshot.layer_ids.tolist()
+    ids = snapshot.layer_of if snapshot.layer_of is not None else snapshot.layer_ids.tolist()
     n = len(snapshot.layer_names)
     groups: dict[str, list[list[Tensor]]] = {}
 

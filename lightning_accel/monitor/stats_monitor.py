@@ -96,6 +96,7 @@ class OptimizerStatsMonitor(Callback, pl.Callback):
 
     def __init__(
         self,
+        *,  # keyword-only: the first argument was once `log_every_n_steps`
         points: int = POINTS,
         histograms: int = HISTOGRAM_POINTS,
         log_every_n_steps: int | None = None,

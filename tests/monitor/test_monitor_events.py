@@ -305,6 +305,13 @@ def test_bad_arguments_are_named(kwargs, message):
         OptimizerStatsMonitor(**kwargs)
 
 
+def test_arguments_are_keyword_only():
+    # The first positional argument was once log_every_n_steps: refuse it rather than read it
+    # as a number of points.
+    with pytest.raises(TypeError):
+        OptimizerStatsMonitor(10)
+
+
 def test_layers_must_be_callable():
     with pytest.raises(TypeError, match="layers must be a callable"):
         OptimizerStatsMonitor(layers="body")

@@ -26,6 +26,8 @@ def test_by_default_each_recipe_gets_the_monitors_own_defaults():
     stats, hists = monitor.cadences(FakeTrainer())
     assert len(_steps(stats)) == 50 and _steps(stats)[0] == 0 and _steps(stats)[-1] == 65
     assert len(_steps(hists)) == 12 and _steps(hists)[0] == 0 and _steps(hists)[-1] == 65
+    # Histogram steps get statistics too: 56 steps in all (docs/tensorboard.md says so).
+    assert len(set(_steps(stats)) | set(_steps(hists))) == 56
     assert monitor.hypers_every_n_steps == 1
     assert monitor.hparam_metrics == ("valid_loss", "accuracy")
     assert monitor.hparams == {"recipe": "adam", "lr": 3e-3, "data": "digits", "seed": 0}

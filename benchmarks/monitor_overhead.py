@@ -1,25 +1,26 @@
-"""Cost of OptimizerStatsMonitor on ResNet-34, against a per-layer grad-norm logger.
+"""Cost of OptimizerStatsMonitor at its defaults on the default compare's configuration.
 
-The monitor's own hooks are timed inside real Lightning fits (a subclass wraps the methods that do
-the work), so the figure is the monitor's cost, not the noise of a shared machine's step times.
-Runs, interleaved and repeated:
+The stand-in for one recipe of `lightning-accel compare` (its defaults: ResNet-34 from scratch on
+the digits at 32 px, batch 64, 3 epochs = 66 optimizer steps, 1 torch thread on a 2-core
+machine): the chapter's Adam with fit_one_cycle, which keeps both running averages and so costs
+the monitor the most. Two configurations, interleaved and repeated in the same process:
 
-- ``baseline``: no monitor, for the step time;
-- ``logged``: the monitor logging every step (no histograms): the cost of one logged step;
-- ``unlogged``: the monitor never logging: the cost of a step it skips;
-- ``histograms``: logging and histograms every step: the cost of a histogram step;
-- ``grad_norm``: the usual alternative, Lightning's ``grad_norm`` utility (per-parameter norms
-  only) written through the same TensorBoardLogger every step.
+- ``none``: the same training without the monitor;
+- ``monitor``: `OptimizerStatsMonitor()` at its defaults (hyper-parameters every step, per-layer
+  statistics at 50 steps, histograms at 12, the first and last step included).
 
-The overhead at the default intervals (log every 50 steps, histograms every 500) is
-``(logged + 49 * unlogged + (histograms - logged) / 10) / 50 / step``.
+The monitor's own work is timed inside the fit (a subclass wraps the methods that do it), so its
+cost does not drown in the noise of a shared machine's step times; whole fits are timed too.
+Reported: the monitor's seconds per run over the training steps' seconds of the run without it
+(medians over repeats), split into statistics, histogram and other steps.
 
-    python benchmarks/monitor_overhead.py --steps 6 --repeats 3
+    python benchmarks/monitor_overhead.py --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -29,16 +30,14 @@ from collections import defaultdict
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import grad_norm
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_accel.module import AccelModule
 from lightning_accel.monitor import OptimizerStatsMonitor
 from lightning_accel.optim.recipes import Adam
-from lightning_accel.vision import vision_model
-
-DEFAULT_EVERY, HIST_FACTOR = 50, 10
+from lightning_accel.schedule.fit import fit_one_cycle
+from lightning_accel.vision.digits import DigitsDataModule
+from lightning_accel.vision.models import vision_model, vision_splitter
 
 
 class TimedMonitor(OptimizerStatsMonitor):
@@ -47,31 +46,18 @@ class TimedMonitor(OptimizerStatsMonitor):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.seconds: dict[int, float] = defaultdict(float)
+        self._step = 0
 
     def _before_step(self, trainer, optimizer):
         start = time.perf_counter()
-        super()._before_step(trainer, optimizer)
         self._step = trainer.global_step
+        super()._before_step(trainer, optimizer)
         self.seconds[self._step] += time.perf_counter() - start
 
     def _after_step(self):
         start = time.perf_counter()
         super()._after_step()
         self.seconds[self._step] += time.perf_counter() - start
-
-
-class GradNormLogger(pl.Callback):
-    """The common hand-written alternative: per-parameter gradient norms, every `every` steps."""
-
-    def __init__(self, every: int = 1):
-        self.every = every
-        self.seconds: dict[int, float] = defaultdict(float)
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        start = time.perf_counter()
-        if (trainer.global_step + 1) % self.every == 0:
-            trainer.logger.log_metrics(grad_norm(pl_module, norm_type=2), trainer.global_step)
-        self.seconds[trainer.global_step] += time.perf_counter() - start
 
 
 class StepClock(pl.Callback):
@@ -84,110 +70,103 @@ class StepClock(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._start = time.perf_counter()
 
-    def stop(self, trainer):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.seconds[trainer.global_step - 1] = time.perf_counter() - self._start
 
 
-class ClockStop(pl.Callback):
-    def __init__(self, clock: StepClock):
-        self.clock = clock
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.clock.stop(trainer)
-
-
-def one_run(config: str, args: argparse.Namespace, logdir: str) -> tuple[list[float], list[float]]:
-    """(step seconds, monitor seconds) for each step after the first of one fit."""
-    torch.manual_seed(0)
-    n = args.batch_size * (args.steps + 1)
-    data = TensorDataset(torch.randn(n, 3, args.size, args.size), torch.randint(0, 10, (n,)))
-    module = AccelModule(vision_model("resnet34", n_out=10), nn.CrossEntropyLoss(), opt_func=Adam)
-    extra: list[pl.Callback] = []
-    if config == "logged":
-        extra = [TimedMonitor(log_every_n_steps=1, histogram_every_n_steps=0, log_hparams=False)]
-    elif config == "unlogged":
-        extra = [TimedMonitor(log_every_n_steps=10**9, log_hparams=False)]
-    elif config == "histograms":
-        extra = [TimedMonitor(log_every_n_steps=1, histogram_every_n_steps=1, log_hparams=False)]
-    elif config == "grad_norm":
-        extra = [GradNormLogger(every=1)]
+def one_run(config: str, args: argparse.Namespace, logdir: str) -> dict:
+    pl.seed_everything(0, verbose=False)
+    data = DigitsDataModule(size=args.size, batch_size=args.batch_size, seed=0)
+    model = vision_model(args.arch, n_out=10)
+    module = AccelModule(model, nn.CrossEntropyLoss(), opt_func=Adam, splitter=vision_splitter)
+    recorder = module.recorder
+    if recorder is not None:
+        recorder.print_table = False
     clock = StepClock()
-    trainer = pl.Trainer(
-        max_steps=args.steps + 1,
-        accelerator=args.accelerator,
-        devices=1,
+    monitor = TimedMonitor(log_hparams=False) if config == "monitor" else None
+    start = time.perf_counter()
+    fit_one_cycle(
+        module,
+        args.epochs,
+        3e-3,
+        datamodule=data,
+        cbs=[monitor] if monitor else [],
+        callbacks=[clock],
+        accelerator="cpu",
         logger=TensorBoardLogger(logdir, name=config),
-        callbacks=[clock, *extra, ClockStop(clock)],
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
         num_sanity_val_steps=0,
+        log_every_n_steps=1,
     )
-    trainer.fit(module, DataLoader(data, batch_size=args.batch_size))
-    steps = sorted(clock.seconds)[1:]  # the first step warms up allocators and caches
-    monitor = extra[0].seconds if extra else {}
-    return [clock.seconds[s] for s in steps], [monitor.get(s, 0.0) for s in steps]
-
-
-CONFIGS = ("baseline", "logged", "unlogged", "histograms", "grad_norm")
+    out = {"wall": time.perf_counter() - start, "steps": clock.seconds}
+    if monitor is not None:
+        out["monitor"] = dict(monitor.seconds)
+        out["stats_steps"] = monitor.stats_cadence.count(len(clock.seconds))
+        out["hist_steps"] = sorted(s for s in clock.seconds if s in monitor.histogram_cadence)
+        out["stats_or_hist"] = sorted(
+            s for s in clock.seconds if s in monitor.stats_cadence or s in monitor.histogram_cadence
+        )
+    return out
 
 
 def main(args: argparse.Namespace) -> str:
     torch.set_num_threads(args.threads)
-    step_times: dict[str, list[float]] = defaultdict(list)
-    costs: dict[str, list[float]] = defaultdict(list)
+    runs: dict[str, list[dict]] = defaultdict(list)
     with tempfile.TemporaryDirectory() as logdir:
         for _ in range(args.repeats):
-            for config in CONFIGS:  # interleaved, so load changes hit every configuration
-                steps, monitor = one_run(config, args, logdir)
-                step_times[config] += steps
-                costs[config] += monitor
-    med = {c: statistics.median(costs[c]) for c in CONFIGS if c != "baseline"}
-    step = statistics.median(step_times["baseline"])
-    amortized = (
-        med["logged"]
-        + (DEFAULT_EVERY - 1) * med["unlogged"]
-        + (med["histograms"] - med["logged"]) / HIST_FACTOR
-    ) / DEFAULT_EVERY
-    rows = [
-        ("training step, no monitor (median)", step, 1.0),
-        ("monitor, logged step", med["logged"], med["logged"] / step),
-        ("monitor, step it does not log", med["unlogged"], med["unlogged"] / step),
-        ("monitor, logged step with histograms", med["histograms"], med["histograms"] / step),
-        ("grad_norm logger (alternative), every step", med["grad_norm"], med["grad_norm"] / step),
-        (
-            f"**monitor at the defaults (every {DEFAULT_EVERY}, histograms every "
-            f"{DEFAULT_EVERY * HIST_FACTOR})**",
-            amortized,
-            amortized / step,
-        ),
-    ]
-    device = torch.cuda.get_device_name() if args.accelerator == "gpu" else platform.processor()
+            for config in ("none", "monitor"):  # interleaved: load changes hit both
+                runs[config].append(one_run(config, args, logdir))
+    steps_none = [sum(r["steps"].values()) for r in runs["none"]]
+    mon = runs["monitor"]
+    total = [sum(r["monitor"].values()) for r in mon]
+    hist_steps, logged = set(mon[0]["hist_steps"]), set(mon[0]["stats_or_hist"])
+    n_steps = len(mon[0]["steps"])
+
+    def per_step(select) -> float:
+        return statistics.median(v for r in mon for s, v in r["monitor"].items() if select(s))
+
+    step = statistics.median(v for r in runs["none"] for v in r["steps"].values())
+    stats_step = per_step(lambda s: s in logged and s not in hist_steps)
+    hist_step = per_step(lambda s: s in hist_steps)
+    other_step = per_step(lambda s: s not in logged) if n_steps > len(logged) else 0.0
+    ratio = statistics.median(t / s for t, s in zip(total, steps_none))
+    wall_none = statistics.median(r["wall"] for r in runs["none"])
+    wall_mon = statistics.median(r["wall"] for r in mon)
+    load = os.getloadavg()
+    cpu = platform.processor() or platform.machine()
     lines = [
-        f"ResNet-34 (21.8M parameters, 114 tensors), AccelOptimizer Adam, batch {args.batch_size} "
-        f"at {args.size}x{args.size} px, {args.accelerator} ({device or platform.machine()}, "
-        f"{args.threads} torch threads); {args.repeats} interleaved repeats of {args.steps} "
-        "measured steps each; medians.",
+        f"{args.arch}, Adam + fit_one_cycle, digits at {args.size} px, batch {args.batch_size}, "
+        f"{args.epochs} epochs = {n_steps} optimizer steps, cpu ({cpu}, "
+        f"{os.cpu_count()} CPUs, {args.threads} torch threads); "
+        f"{args.repeats} interleaved repeats; medians. Load average at the end: "
+        f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}.",
+        f"Monitor at its defaults: statistics at {len(logged)} of {n_steps} steps "
+        f"({mon[0]['stats_steps']} spread + the histogram steps), histograms at "
+        f"{len(hist_steps)} ({sorted(hist_steps)}), hyper-parameters at all {n_steps}.",
         "",
-        "| measured | seconds | ratio to the step |",
+        "| measured | seconds | ratio to a training step |",
         "| --- | ---: | ---: |",
-    ]
-    lines += [f"| {name} | {sec:.6f} | {ratio:.4%} |" for name, sec, ratio in rows]
-    logged_ms, grad_norm_ms = med["logged"] * 1e3, med["grad_norm"] * 1e3
-    lines += [
+        f"| training step, no monitor | {step:.4f} | 100 % |",
+        f"| monitor, statistics step | {stats_step:.4f} | {stats_step / step:.1%} |",
+        f"| monitor, statistics + histograms step | {hist_step:.4f} | {hist_step / step:.1%} |",
+        f"| monitor, hyper-parameters-only step | {other_step:.6f} | {other_step / step:.3%} |",
+        f"| **monitor per run / training steps per run** | {statistics.median(total):.2f} / "
+        f"{statistics.median(steps_none):.2f} | **{ratio:.1%}** |",
         "",
-        f"Logged step: monitor {logged_ms:.1f} ms against {grad_norm_ms:.1f} ms for per-parameter "
-        f"grad norms alone (ratio {med['logged'] / med['grad_norm']:.2f}).",
+        f"Whole fits (training, validation, set-up): {wall_none:.1f} s without the monitor, "
+        f"{wall_mon:.1f} s with it (ratio {wall_mon / wall_none:.3f}).",
     ]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=6, help="measured steps per run")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--arch", default="resnet34")
+    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     print(main(parser.parse_args()))

@@ -136,8 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--monitor-every",
         type=_non_negative_int,
-        default=10,
-        help="log the optimizer's internals to TensorBoard every N steps (0: off; default: 10)",
+        default=None,
+        help="log the optimizer's per-layer statistics to TensorBoard every N steps and "
+        "histograms every 10 N (0: no monitor; default: 50 points and 12 histograms spread over "
+        "each recipe's run, hyper-parameters every step)",
     )
     compare.add_argument(
         "--threads",

@@ -74,7 +74,7 @@ class CompareConfig:
     channels_last: bool = False
     data_dir: Path | None = None
     threads: int | None = None
-    monitor_every: int = 10
+    monitor_every: int | None = None  # None: the monitor's defaults; 0: no monitor
     force: bool = False
     extra_trainer_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -109,7 +109,7 @@ class CompareConfig:
                 raise CompareError(f"{option} must be a positive integer, got {value}")
         if self.num_workers is not None and self.num_workers < 0:
             raise CompareError(f"--num-workers must be 0 or more, got {self.num_workers}")
-        if self.monitor_every < 0:
+        if self.monitor_every is not None and self.monitor_every < 0:
             raise CompareError(f"--monitor-every must be 0 (off) or more, got {self.monitor_every}")
         if self.data not in NAMED_DATA:
             _check_data_folder(Path(self.data))

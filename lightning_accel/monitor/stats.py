@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .histograms import BINS, Histogram, histogram
+from .histograms import BINS, Histogram, clamped_sqrt, histograms
 
 # The chapter's state names first, then torch.optim's names for the same running averages, so
 # the monitor reads torch's Adam, SGD and RMSprop as well as AccelOptimizer.
@@ -50,6 +50,7 @@ class StepSnapshot:
     grad_sq_norms: Tensor  # squared L2 norm of each parameter's gradient
     weights: list[Tensor] | None  # copies of the parameters before the step
     weight_sq_norms: Tensor | None = None  # squared L2 norm of each parameter before the step
+    layer_of: list[int] | None = None  # `layer_ids` on the host, read without a transfer
     _state: str = "weights"  # what `weights` holds now: "weights", "undo" or "updates"
 
     def undo_updates(self) -> list[Tensor]:
@@ -76,13 +77,25 @@ def take_snapshot(
     layer_ids: Sequence[int],
     lrs: Sequence[float],
     copy_weights: bool = True,
+    copy_into: Sequence[Tensor] | None = None,
 ) -> StepSnapshot:
-    """Record gradient norms (and, if asked, a copy of the weights) before the optimizer steps."""
+    """Record gradient norms (and, if asked, a copy of the weights) before the optimizer steps.
+
+    `copy_into`: buffers shaped like `params` to copy the weights into, so that a monitor
+    logging many steps reuses one copy rather than allocating one per step.
+    """
     params = list(params)
     grads = [p.grad.detach() for p in params]
     device = params[0].device if params else torch.device("cpu")
     grad_sq = torch.stack(torch._foreach_norm(grads)).float() ** 2 if grads else torch.zeros(0)
-    weights = [p.detach().clone() for p in params] if copy_weights else None
+    weights = None
+    if copy_weights and params:
+        detached = [p.detach() for p in params]
+        if copy_into is None:
+            weights = [w.clone() for w in detached]
+        else:
+            weights = list(copy_into)
+            torch._foreach_copy_(weights, detached)
     weight_sq = _norms(weights) ** 2 if weights else None
     return StepSnapshot(
         step=step,
@@ -93,6 +106,7 @@ def take_snapshot(
         grad_sq_norms=grad_sq,
         weights=weights,
         weight_sq_norms=weight_sq,
+        layer_of=list(layer_ids),
     )
 
 
@@ -173,8 +187,7 @@ def layer_stats(snapshot: StepSnapshot, states: Sequence[dict]) -> dict[str, dic
         present["grad_avg_norm"] = _per_layer(torch.ones(len(sel), device=ids.device), sel, n) > 0
     if sqrs:
         sel = ids[torch.as_tensor(sqr_idx, device=ids.device)]
-        # The 1/2-"norm" is (sum sqrt|x|)^2: one reduction per tensor, no sqrt(sqr_avg) copy.
-        sums = torch.stack(torch._foreach_norm(sqrs, 0.5)).float().sqrt()
+        sums = _sqrt_sums(sqrs)
         counts = torch.tensor([float(s.numel()) for s in sqrs], device=sums.device)
         numel = _per_layer(counts, sel, n)
         found["sqr_avg_sqrt_mean"] = _per_layer(sums, sel, n) / numel.clamp(min=1)
@@ -186,34 +199,60 @@ def layer_stats(snapshot: StepSnapshot, states: Sequence[dict]) -> dict[str, dic
         found["trust_ratio"] = _per_layer(values, sel, n) / count.clamp(min=1)
         present["trust_ratio"] = count > 0
 
+    names = [stat for stat in STATS if stat in found]
+    # One transfer for every statistic: on a GPU each .tolist() is a synchronisation.
+    table = torch.stack(
+        [found[stat].float() for stat in names] + [present[stat].float() for stat in names]
+    ).tolist()
     result: dict[str, dict[str, float]] = {}
-    # One transfer per statistic: on a GPU each .tolist() is a synchronisation.
-    for stat in STATS:
-        if stat not in found:
-            continue
-        values, keep = found[stat].tolist(), present[stat].tolist()
+    for k, stat in enumerate(names):
+        values, keep = table[k], table[len(names) + k]
         result[stat] = {
             name: value for name, value, k in zip(snapshot.layer_names, values, keep) if k
         }
     return result
 
 
-def layer_histograms(
-    snapshot: StepSnapshot, states: Sequence[dict], bins: int = BINS
-) -> dict[str, dict[str, Histogram]]:
-    """Histograms, per layer, of the values behind the statistics, after the step.
+def _sqrt_sums(tensors: Sequence[Tensor]) -> Tensor:
+    """``sum(sqrt(t))`` for each tensor, over every element: the roots go into one scratch buffer
+    the size of the largest tensor (torch's 1/2-"norm" needs none, but is several times slower),
+    zeros taken as `histograms.TINY` (see `clamped_sqrt`)."""
+    largest = max(t.numel() for t in tensors)
+    scratch = torch.empty(largest, dtype=torch.float32, device=tensors[0].device)
+    sums = []
+    for t in tensors:
+        out = scratch[: t.numel()]
+        sums.append(clamped_sqrt(t.detach().reshape(-1).to(torch.float32), out).sum())
+    return torch.stack(sums)
 
-    Kinds: ``grad``, ``update`` (needs the weight copy), ``grad_avg`` and ``sqr_avg_sqrt``.
+
+HISTOGRAMS = ("weight", "grad", "update", "grad_avg", "sqr_avg_sqrt")
+
+
+def layer_histograms(
+    snapshot: StepSnapshot,
+    states: Sequence[dict],
+    bins: int = BINS,
+    kinds: Sequence[str] = HISTOGRAMS,
+) -> dict[str, dict[str, Histogram]]:
+    """Histograms, per layer, of every element of the values behind the statistics, after the
+    step: ``{kind: {layer: Histogram}}``.
+
+    Kinds (`HISTOGRAMS`): ``weight`` (after the step), ``grad``, ``update`` (needs the weight
+    copy), ``grad_avg`` and ``sqr_avg_sqrt`` (the square root of ``sqr_avg``). A layer whose
+    values are not all finite has no histogram of that kind.
     """
-    per_kind: dict[str, list[list[Tensor]]] = {}
-    ids = snapshot.layer_ids.tolist()
+    ids = snapshot.layer_of if snapshot.layer_of is not None else snapshot.layer_ids.tolist()
     n = len(snapshot.layer_names)
+    groups: dict[str, list[list[Tensor]]] = {}
 
     def add(kind: str, i: int, tensor: Tensor) -> None:
-        per_kind.setdefault(kind, [[] for _ in range(n)])[ids[i]].append(tensor)
+        if kind in kinds:
+            groups.setdefault(kind, [[] for _ in range(n)])[ids[i]].append(tensor)
 
-    updates = snapshot.updates() if snapshot.weights is not None else None
+    updates = snapshot.updates() if snapshot.weights is not None and "update" in kinds else None
     for i, (p, state) in enumerate(zip(snapshot.params, states)):
+        add("weight", i, p.detach())
         if p.grad is not None:
             add("grad", i, p.grad)
         if updates is not None:
@@ -223,12 +262,15 @@ def layer_histograms(
             add("grad_avg", i, avg)
         sqr = _state_tensor(state, SQR_AVG_KEYS)
         if sqr is not None:
-            add("sqr_avg_sqrt", i, sqr.float().sqrt())
-    return {
-        kind: {
-            snapshot.layer_names[j]: histogram(tensors, bins)
-            for j, tensors in enumerate(per_layer)
-            if tensors
-        }
-        for kind, per_layer in per_kind.items()
-    }
+            add("sqr_avg_sqrt", i, sqr)
+    order = [(kind, j) for kind in HISTOGRAMS if kind in groups for j in range(n)]
+    found = histograms(
+        [groups[kind][j] for kind, j in order],
+        bins,
+        roots=[kind == "sqr_avg_sqrt" for kind, _ in order],
+    )
+    result: dict[str, dict[str, Histogram]] = {}
+    for (kind, j), h in zip(order, found):
+        if h is not None:
+            result.setdefault(kind, {})[snapshot.layer_names[j]] = h
+    return result

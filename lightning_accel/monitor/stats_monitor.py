@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
@@ -14,18 +15,35 @@ from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from ..lightning.internals import disable_default_hp_metric
 from ..loop.callback import Callback
+from .cadence import Cadence, planned_steps, spread
 from .hyperparams import flat_scalars, group_hypers, hparam_value, optimizer_label
 from .layers import LayerGrouping, by_module
-from .stats import STATS, StepSnapshot, layer_histograms, layer_stats, take_snapshot
+from .stats import (
+    HISTOGRAMS,
+    STATS,
+    StepSnapshot,
+    layer_histograms,
+    layer_stats,
+    take_snapshot,
+)
+from .writer import write_histograms, write_scalars
 
-HISTOGRAM_FACTOR = 10  # histograms cost far more than scalars: by default 10x rarer
+POINTS = 50  # per-layer statistics: points per run, whatever its length
+HISTOGRAM_POINTS = 12  # histograms: the first step, the last, and 10 in between
+# When the run's length is unknown: the trainer's interval, histograms this many times rarer.
+HISTOGRAM_FACTOR = 10
 
 
-def _positive_int_or_none(name: str, value: Any, allow_zero: bool = False) -> None:
-    low = 0 if allow_zero else 1
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-        allowed = "None or an int >= 0 (0 turns them off)" if allow_zero else "None or an int >= 1"
+def _check_int(name: str, value: Any, low: int, allowed: str, none: bool = True) -> None:
+    if value is None and none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _check_names(name: str, value: Any, known: tuple[str, ...]) -> None:
+    if isinstance(value, str) or not all(v in known for v in value):
+        raise ValueError(f"{name} must be a sequence of names from {known}, got {value!r}")
 
 
 class OptimizerStatsMonitor(Callback, pl.Callback):
@@ -35,22 +53,37 @@ class OptimizerStatsMonitor(Callback, pl.Callback):
     chapter's callbacks (``CallbackBridge(monitor)``, ``AccelModule(cbs=[monitor])``); in a bridge
     it follows the bridge's events (``before_fit``, ``before_step``, ``after_step``, ``after_fit``).
 
-    Every `log_every_n_steps` optimizer steps (default: the trainer's), it writes each
-    hyper-parameter of each parameter group (``hypers/<name>/group<i>``) and, per layer, the
-    statistics of `stats.STATS` (``<stat>/<layer>``); every `histogram_every_n_steps` steps
-    (default: 10x rarer) histograms of the per-element values behind them; at the end of training
-    the run's settings and final metrics in the HParams tab.
+    At its defaults, whatever the length of the run:
+
+    - every optimizer step, each hyper-parameter of each parameter group
+      (``hypers/<name>/group<i>``: ``lr``, ``mom``, ``sqr_mom``, ``wd``, ...);
+    - at `points` (50) steps spread evenly over the planned steps
+      (``trainer.estimated_stepping_batches``), the first and last included, the per-layer
+      statistics of `stats.STATS` (``<stat>/<layer>``), exact over every element;
+    - at `histograms` (12) such steps, the first and last included, histograms of the weights,
+      gradients, updates and optimizer state per layer (``<kind>/<layer>``, kinds of
+      `stats.HISTOGRAMS`);
+    - at the end of training, the run's settings and final metrics in the HParams tab.
+
+    A run whose length Lightning cannot estimate gets statistics at its first step and every
+    ``trainer.log_every_n_steps`` steps, histograms at its first step and 10x rarer.
 
     It reads AccelOptimizer's state (``grad_avg``, ``sqr_avg``, ``trust_ratio``, ``local_lr``) and
-    torch's (``exp_avg``, ``exp_avg_sq``, ``momentum_buffer``, ``square_avg``). Steps it does not
-    log cost one integer comparison: weights are copied only just before a logged step.
+    torch's (``exp_avg``, ``exp_avg_sq``, ``momentum_buffer``, ``square_avg``). A step it does not
+    log costs a set look-up (and the hyper-parameter scalars); for a logged step it keeps one copy
+    of the parameters between steps (the update needs the weights from before the step).
 
     Args:
-        log_every_n_steps: optimizer steps between two logs, like the trainer's argument.
-        histogram_every_n_steps: steps between histograms; 0 turns them off.
+        points: steps with per-layer statistics per run (>= 1), spread evenly over it.
+        histograms: steps with histograms per run, spread evenly over it (0 turns them off).
+        log_every_n_steps: instead of `points`, statistics every n optimizer steps (the n-th,
+            2n-th, ... step, as the trainer's argument of that name).
+        histogram_every_n_steps: instead of `histograms`, histograms every n steps (0: off).
+        hypers_every_n_steps: steps between two logs of the hyper-parameters (default: every).
         layers: maps a parameter's qualified name to the layer it is reported under, or None to
             leave it out (see `layers.by_module`, `layers.by_depth`, `layers.matching`).
         stats: which per-layer statistics to log, a subset of `stats.STATS`.
+        histogram_kinds: which histograms to write, a subset of `stats.HISTOGRAMS`.
         log_hparams: write the run's settings and final metrics to the HParams tab.
         hparams: extra run settings for the HParams tab (e.g. ``{"recipe": "adam"}``).
         hparam_metrics: names of the trainer's ``callback_metrics`` reported as final metrics;
@@ -63,25 +96,41 @@ class OptimizerStatsMonitor(Callback, pl.Callback):
 
     def __init__(
         self,
+        *,  # keyword-only: the first argument was once `log_every_n_steps`
+        points: int = POINTS,
+        histograms: int = HISTOGRAM_POINTS,
         log_every_n_steps: int | None = None,
         histogram_every_n_steps: int | None = None,
+        hypers_every_n_steps: int = 1,
         layers: LayerGrouping = by_module,
         stats: Sequence[str] = STATS,
+        histogram_kinds: Sequence[str] = HISTOGRAMS,
         log_hparams: bool = True,
         hparams: Mapping[str, Any] | None = None,
         hparam_metrics: Sequence[str] | None = None,
     ) -> None:
-        _positive_int_or_none("log_every_n_steps", log_every_n_steps)
-        _positive_int_or_none("histogram_every_n_steps", histogram_every_n_steps, allow_zero=True)
+        _check_int("points", points, 1, "an int >= 1", none=False)
+        _check_int("histograms", histograms, 0, "an int >= 0 (0 turns them off)", none=False)
+        _check_int("log_every_n_steps", log_every_n_steps, 1, "None or an int >= 1")
+        _check_int(
+            "histogram_every_n_steps",
+            histogram_every_n_steps,
+            0,
+            "None or an int >= 0 (0 turns them off)",
+        )
+        _check_int("hypers_every_n_steps", hypers_every_n_steps, 1, "an int >= 1", none=False)
         if not callable(layers):
             raise TypeError(f"layers must be a callable name -> layer name or None, got {layers!r}")
-        unknown = [s for s in stats if s not in STATS]
-        if isinstance(stats, str) or unknown:
-            raise ValueError(f"stats must be a sequence of names from {STATS}, got {stats!r}")
+        _check_names("stats", stats, STATS)
+        _check_names("histogram_kinds", histogram_kinds, HISTOGRAMS)
+        self.points = points
+        self.histograms = histograms
         self.log_every_n_steps = log_every_n_steps
         self.histogram_every_n_steps = histogram_every_n_steps
+        self.hypers_every_n_steps = hypers_every_n_steps
         self.layers = layers
         self.stats = tuple(stats)
+        self.histogram_kinds = tuple(histogram_kinds)
         self.log_hparams = log_hparams
         self.hparams = dict(hparams or {})
         self.hparam_metrics = None if hparam_metrics is None else tuple(hparam_metrics)
@@ -89,7 +138,9 @@ class OptimizerStatsMonitor(Callback, pl.Callback):
         self._names: dict[int, str] = {}
         self._pending: list[tuple[Optimizer, StepSnapshot, bool]] = []
         self._start_hparams: dict[str, Any] = {}
-        self._every, self._hist_every = 1, 0  # resolved from the trainer when fitting starts
+        self._copies: dict[int, Tensor] = {}
+        # Resolved from the trainer when fitting starts.
+        self.stats_cadence, self.histogram_cadence = Cadence(), Cadence()
 
     # ----------------------------------------------------------------------------- set-up
 
@@ -126,9 +177,8 @@ class OptimizerStatsMonitor(Callback, pl.Callback):
         self._start(self.learn.trainer, self.learn.pl_module)
 
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._every = self.log_every_n_steps or trainer.log_every_n_steps
-        hist = self.histogram_every_n_steps
-        self._hist_every = self._every * HISTOGRAM_FACTOR if hist is None else hist
+        self.stats_cadence, self.histogram_cadence = self.cadences(trainer)
+        self._copies = {}
         self._names = {id(p): name for name, p in pl_module.named_parameters()}
         self._pending = []
         if not self._active(trainer) or not self.log_hparams:
@@ -137,6 +187,27 @@ class OptimizerStatsMonitor(Callback, pl.Callback):
         # and TensorBoard shows the first session of a run: without this, ours would be hidden.
         disable_default_hp_metric(self._logger)
         self._start_hparams = self._run_settings(trainer, pl_module)
+
+    def cadences(self, trainer: pl.Trainer) -> tuple[Cadence, Cadence]:
+        """The steps that get statistics and those that get histograms, for this fit."""
+        total = planned_steps(trainer)
+        fallback = max(1, int(trainer.log_every_n_steps or 1))
+        if self.log_every_n_steps is not None:
+            stats = Cadence(every=self.log_every_n_steps)
+        elif total is not None:
+            stats = Cadence(steps=spread(self.points, total))
+        else:
+            stats = Cadence(steps=frozenset({0}), every=fallback)
+        hist_every = self.histogram_every_n_steps
+        if hist_every is not None:
+            hists = Cadence(every=hist_every)
+        elif self.histograms == 0 or not self.histogram_kinds:
+            hists = Cadence()
+        elif total is not None:
+            hists = Cadence(steps=spread(self.histograms, total))
+        else:
+            hists = Cadence(steps=frozenset({0}), every=fallback * HISTOGRAM_FACTOR)
+        return stats, hists
 
     def _run_settings(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         settings: dict[str, Any] = {}
@@ -179,19 +250,19 @@ class OptimizerStatsMonitor(Callback, pl.Callback):
         if not self._active(trainer):
             return
         step = trainer.global_step
-        # Same rhythm as Lightning's own logging: the n-th, 2n-th, ... step (1-based).
-        if (step + 1) % self._every:
-            return
         several = len(trainer.optimizers) > 1
         k = next((i for i, o in enumerate(trainer.optimizers) if o is optimizer), 0)
         prefix = f"opt{k}." if several else ""
-
-        metrics = {
-            f"hypers/{name}/{prefix}group{i}": value
-            for i, hypers in enumerate(group_hypers(optimizer))
-            for name, value in hypers.items()
-        }
-        self._logger.log_metrics(metrics, step=step)
+        if step % self.hypers_every_n_steps == 0:
+            hypers = {
+                f"hypers/{name}/{prefix}group{i}": value
+                for i, group in enumerate(group_hypers(optimizer))
+                for name, value in group.items()
+            }
+            write_scalars(self._logger, hypers, step)
+        histograms = step in self.histogram_cadence
+        if not histograms and step not in self.stats_cadence:
+            return
 
         params, layer_ids, lrs = [], [], []
         names: dict[str, int] = {}
@@ -210,10 +281,19 @@ class OptimizerStatsMonitor(Callback, pl.Callback):
                 lrs.append(lr)
         if not params:
             return
-        histograms = self._hist_every > 0 and (step + 1) % self._hist_every == 0
-        needs_weights = histograms or bool({"update_ratio", "step_size"} & set(self.stats))
-        snapshot = take_snapshot(step, params, list(names), layer_ids, lrs, needs_weights)
+        needs_weights = (histograms and "update" in self.histogram_kinds) or bool(
+            {"update_ratio", "step_size"} & set(self.stats)
+        )
+        copies = [self._copy_of(p) for p in params] if needs_weights else None
+        snapshot = take_snapshot(step, params, list(names), layer_ids, lrs, needs_weights, copies)
         self._pending.append((optimizer, snapshot, histograms))
+
+    def _copy_of(self, p: Tensor) -> Tensor:
+        """The buffer that holds `p`'s weights from before a logged step, reused every step."""
+        copy = self._copies.get(id(p))
+        if copy is None or copy.shape != p.shape or copy.dtype != p.dtype:
+            copy = self._copies[id(p)] = torch.empty_like(p, memory_format=torch.preserve_format)
+        return copy
 
     def on_train_batch_end(
         self,
@@ -245,22 +325,14 @@ class OptimizerStatsMonitor(Callback, pl.Callback):
             if stat in self.stats
             for layer, value in values.items()
         }
-        self._logger.log_metrics(metrics, step=snap.step)
+        write_scalars(self._logger, metrics, snap.step)
         if histograms:
-            writer = self._logger.experiment
-            for kind, per_layer in layer_histograms(snap, states).items():
-                for layer, h in per_layer.items():
-                    writer.add_histogram_raw(
-                        f"{kind}/{layer}",
-                        h.min,
-                        h.max,
-                        h.num,
-                        h.sum,
-                        h.sum_squares,
-                        h.limits,
-                        h.counts,
-                        snap.step,
-                    )
+            hists = layer_histograms(snap, states, kinds=self.histogram_kinds)
+            write_histograms(
+                self._logger,
+                {f"{kind}/{layer}": h for kind, per in hists.items() for layer, h in per.items()},
+                snap.step,
+            )
 
     # ------------------------------------------------------------------------------ end
 
@@ -273,6 +345,7 @@ class OptimizerStatsMonitor(Callback, pl.Callback):
         self._finish(self.learn.trainer)
 
     def _finish(self, trainer: pl.Trainer) -> None:
+        self._copies = {}
         if not self._active(trainer) or not self.log_hparams:
             return
         metrics = {}

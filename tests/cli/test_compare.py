@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lightning_accel.cli import main
 from lightning_accel.compare.report import format_time
@@ -46,7 +47,7 @@ QUICK = [
 ]
 # The digits run shared by most tests: 2 epochs of 2 batches of 16 images per recipe.
 DIGITS = ["--epochs", "2", "--batch-size", "16", "--size", "16", "--lr-find-iters", "8"]
-DIGITS += ["--monitor-every", "1", *QUICK]
+DIGITS += [*QUICK]  # the optimizer monitor at its defaults
 N_VALID = 2 * 16  # validation images each epoch: --limit-batches 2, --batch-size 16
 
 
@@ -186,6 +187,61 @@ def test_one_tensorboard_run_per_recipe_holds_the_same_figures(digits_run):
         assert values["final/accuracy"] == pytest.approx([accuracy[-1]], abs=1e-6)
         assert values["final/valid_loss"] == pytest.approx([float(tables[name][-1][2])], rel=1e-5)
     assert not list(logdir.glob("*.incomplete")) and not list(logdir.glob(".*"))
+
+
+# What each recipe's optimizer keeps: the per-layer statistics and histograms of its state.
+STATE_STATS = {
+    "adam": {"grad_avg_norm", "sqr_avg_sqrt_mean"},
+    "sgd": set(),
+    "sgd_cb": set(),
+    "momentum": {"grad_avg_norm"},
+    "rmsprop": {"sqr_avg_sqrt_mean"},
+}
+STATE_HISTOGRAMS = {"grad_avg_norm": "grad_avg", "sqr_avg_sqrt_mean": "sqr_avg_sqrt"}
+
+
+def test_each_recipes_run_holds_the_optimizer_internals_at_the_monitors_defaults(digits_run):
+    """The default monitor in a default compare: lr/mom every step, per-layer statistics and
+    histograms at the first and last step (a 4-step run has fewer steps than points: all of
+    them), and the HParams session with the final loss and accuracy."""
+    _, out, logdir = digits_run
+    tables = epoch_tables(out)
+    steps = [0, 1, 2, 3]  # 2 epochs x 2 batches
+    # The stem, a block of each end of the body, a batchnorm and the last layer of the head.
+    layers = ["model.body.conv1", "model.body.layer1.0.conv1", "model.body.layer4.1.bn2"]
+    layers.append("model.head.8")
+    for name in RECIPES:
+        acc = EventAccumulator(str(logdir / name), size_guidance={"histograms": 0, "scalars": 0})
+        acc.Reload()
+        scalar_tags, histogram_tags = set(acc.Tags()["scalars"]), set(acc.Tags()["histograms"])
+        step_of = {tag: sorted(e.step for e in acc.Scalars(tag)) for tag in scalar_tags}
+        # Every hyper-parameter of every group, every step; 1cycle schedules the momentum of the
+        # recipes that have one (RMSProp's is sqr_mom, sgd_cb has none).
+        hypers = {t for t in scalar_tags if t.startswith("hypers/")}
+        assert {"hypers/lr/group0", "hypers/lr/group2"} <= hypers
+        assert ("hypers/mom/group0" in hypers) == (name in ("adam", "sgd", "momentum"))
+        assert ("hypers/sqr_mom/group0" in hypers) == (name in ("adam", "rmsprop"))
+        assert all(step_of[tag] == steps for tag in hypers)
+        stats = {"grad_norm", "update_ratio", "step_size"} | STATE_STATS[name]
+        kinds = {"weight", "grad", "update"} | {STATE_HISTOGRAMS[s] for s in STATE_STATS[name]}
+        found_stats = {t.split("/")[0] for t in scalar_tags}
+        assert found_stats & (set(STATE_HISTOGRAMS) | {"trust_ratio"}) == STATE_STATS[name]
+        assert {t.split("/")[0] for t in histogram_tags} == kinds
+        for layer in layers:
+            for stat in stats:
+                assert step_of[f"{stat}/{layer}"] == steps, (name, stat, layer)
+            for kind in kinds:
+                events = acc.Histograms(f"{kind}/{layer}")
+                assert [e.step for e in events] == steps, (name, kind, layer)
+        # The HParams tab compares the recipes on the final validation loss and accuracy.
+        content = acc.SummaryMetadata("_hparams_/experiment").plugin_data.content
+        experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+        assert sorted(m.name.tag for m in experiment.metric_infos) == [
+            "final/accuracy",
+            "final/valid_loss",
+        ]
+        final = acc.Scalars("final/accuracy")[0].value
+        assert final == pytest.approx(float(tables[name][-1][3]), abs=1e-6)
 
 
 def test_the_plots_are_written(digits_run):

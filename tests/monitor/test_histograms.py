@@ -48,3 +48,28 @@ def test_bins_must_be_a_positive_int(bins):
 def test_empty_input_is_refused():
     with pytest.raises(ValueError, match="tensors must hold at least one element"):
         histogram([torch.ones(0)])
+
+
+def test_non_finite_values_leave_their_group_out_and_roots_bin_square_roots():
+    from lightning_accel.monitor.histograms import histograms
+
+    bad = torch.tensor([1.0, float("nan")])
+    found = histograms([[bad], [torch.tensor([4.0, 16.0])], []], bins=2, roots=[False, True, False])
+    assert found[0] is None and found[2] is None
+    root = found[1]
+    assert (root.min, root.max, root.sum, root.sum_squares, root.counts) == (
+        2.0,
+        4.0,
+        6.0,
+        20.0,
+        [1.0, 1.0],
+    )
+    with pytest.raises(ValueError, match="tensors must hold finite values only"):
+        histogram([bad])
+
+
+def test_roots_need_one_entry_per_group():
+    from lightning_accel.monitor.histograms import histograms
+
+    with pytest.raises(ValueError, match=r"roots must have one entry per group \(1\), got 2"):
+        histograms([[torch.ones(2)]], roots=[True, False])

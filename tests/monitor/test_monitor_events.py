@@ -73,9 +73,11 @@ def _adam_one_cycle(module):
 def one_cycle_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("one_cycle")
     spy = Spy()
-    monitor = OptimizerStatsMonitor(histogram_every_n_steps=6, hparams={"recipe": "adam"})
+    monitor = OptimizerStatsMonitor(
+        log_every_n_steps=3, histogram_every_n_steps=6, hparams={"recipe": "adam"}
+    )
     trainer = pl.Trainer(
-        **trainer_kwargs(tmp_path, max_epochs=EPOCHS, log_every_n_steps=3),
+        **trainer_kwargs(tmp_path, max_epochs=EPOCHS),
         logger=TensorBoardLogger(tmp_path, name="run"),
         callbacks=[spy, monitor],
     )
@@ -87,9 +89,9 @@ def one_cycle_run(tmp_path_factory):
 LOGGED = [s for s in range(TOTAL) if (s + 1) % 3 == 0]  # Lightning's rhythm: the 3rd, 6th, ...
 
 
-def test_logged_hyper_parameters_follow_torch_one_cycle_schedule(one_cycle_run):
-    _, _, acc = one_cycle_run
-    # The schedule replayed by torch alone, on torch's own SGD.
+def _torch_one_cycle():
+    """(lr, momentum) of each group at each step: the schedule replayed by torch alone, on
+    torch's own SGD."""
     dummy = torch.optim.SGD(
         [{"params": [torch.zeros(1)]}, {"params": [torch.zeros(1)]}], lr=0.1, momentum=0.9
     )
@@ -99,16 +101,23 @@ def test_logged_hyper_parameters_follow_torch_one_cycle_schedule(one_cycle_run):
         expected.append([(g["lr"], g["momentum"]) for g in dummy.param_groups])
         dummy.step()
         sched.step()
+    return expected
+
+
+def test_logged_hyper_parameters_follow_torch_one_cycle_schedule(one_cycle_run):
+    _, _, acc = one_cycle_run
+    expected = _torch_one_cycle()
+    # Hyper-parameters are cheap scalars: every step, whatever the statistics' interval.
     for group in (0, 1):
         lrs = scalars(acc, f"hypers/lr/group{group}")
         moms = scalars(acc, f"hypers/mom/group{group}")
-        assert sorted(lrs) == LOGGED
-        for step in LOGGED:
+        assert sorted(lrs) == sorted(moms) == list(range(TOTAL))
+        for step in range(TOTAL):
             assert lrs[step] == pytest.approx(expected[step][group][0], rel=1e-6)
             assert moms[step] == pytest.approx(expected[step][group][1], rel=1e-6)
     # Every hyper-parameter AccelOptimizer declares is a curve, under its own name.
     for name in ("sqr_mom", "eps", "wd"):
-        assert sorted(scalars(acc, f"hypers/{name}/group0")) == LOGGED
+        assert sorted(scalars(acc, f"hypers/{name}/group0")) == list(range(TOTAL))
     assert "hypers/betas.0/group0" not in acc.Tags()["scalars"]
 
 
@@ -130,20 +139,25 @@ def test_per_layer_statistics_match_an_independent_record(one_cycle_run):
     # Adam keeps both running averages, so both statistics exist for every layer.
     for tag in ("grad_avg_norm/body", "sqr_avg_sqrt_mean/head"):
         assert sorted(scalars(acc, tag)) == LOGGED
-    # The final momentum buffer, read back from the optimizer, is the last logged value.
-    opt = trainer.optimizers[0]
-    final = _norm(
-        [opt.state[p]["grad_avg"].double() for p in trainer.lightning_module.head.parameters()]
-    )
-    assert scalars(acc, "grad_avg_norm/head")[LOGGED[-1]] != 0
-    if LOGGED[-1] == TOTAL - 1:
-        assert scalars(acc, "grad_avg_norm/head")[LOGGED[-1]] == pytest.approx(final, rel=1e-5)
+    # The momentum buffer, replayed in float64 from the recorded gradients and torch's schedule:
+    # Adam's damped average, grad_avg = mom * grad_avg + (1 - mom) * grad, from zero.
+    moms = [group[0][1] for group in _torch_one_cycle()]
+    for layer in ("body", "head"):
+        names = [f"{layer}.weight", f"{layer}.bias"]
+        avg = {n: torch.zeros_like(spy.before[0][n][1]) for n in names}
+        logged = scalars(acc, f"grad_avg_norm/{layer}")
+        for step in range(TOTAL):
+            for n in names:
+                avg[n] = moms[step] * avg[n] + (1 - moms[step]) * spy.before[step][n][1]
+            if step in LOGGED:
+                assert logged[step] == pytest.approx(_norm(avg.values()), rel=1e-5)
+        assert sorted(logged) == LOGGED
 
 
 def test_histograms_are_written_at_the_lower_rate(one_cycle_run):
     _, spy, acc = one_cycle_run
     tags = acc.Tags()["histograms"]
-    for kind in ("grad", "update", "grad_avg", "sqr_avg_sqrt"):
+    for kind in ("weight", "grad", "update", "grad_avg", "sqr_avg_sqrt"):
         assert {f"{kind}/body", f"{kind}/head"} <= set(tags)
     events = acc.Histograms("grad/head")
     assert [e.step for e in events] == [5, 11]
@@ -175,12 +189,12 @@ def test_run_settings_and_final_metrics_reach_the_hparams_tab(one_cycle_run):
     assert "hp_metric" not in acc.Tags()["scalars"]
 
 
-def test_interval_from_trainer_layer_filter_and_trust_ratio(tmp_path):
+def test_layer_filter_and_trust_ratio(tmp_path):
     spy = Spy()
     monitor = OptimizerStatsMonitor(
         layers=matching("head"),
         stats=("grad_norm", "trust_ratio"),
-        histogram_every_n_steps=0,
+        histograms=0,
         log_hparams=False,
     )
     trainer = pl.Trainer(
@@ -199,7 +213,7 @@ def test_interval_from_trainer_layer_filter_and_trust_ratio(tmp_path):
     }
     assert acc.Tags()["histograms"] == []
     trust = scalars(acc, "trust_ratio/head")
-    assert sorted(trust) == [3, 7]
+    assert sorted(trust) == list(range(8))  # 8 steps: fewer than the 50 points, so every one
     for step, value in trust.items():
         # LAMB's trust ratio per tensor, averaged over the layer's weight and bias.
         expected = (spy.trust[step]["head.weight"] + spy.trust[step]["head.bias"]) / 2
@@ -224,7 +238,7 @@ def test_inside_a_callback_bridge_it_logs_the_same_numbers(tmp_path):
     bridged = run("bridged", [bridge])
     for tag in ("hypers/lr/group0", "grad_norm/body", "update_ratio/head", "grad_avg_norm/body"):
         assert scalars(bridged, tag) == pytest.approx(scalars(direct, tag), rel=1e-6), tag
-        assert sorted(scalars(bridged, tag)) == [1, 3, 5, 7]
+        assert sorted(scalars(bridged, tag)) == list(range(8))
 
 
 @pytest.mark.parametrize(
@@ -256,9 +270,11 @@ def test_log_only_steps_take_a_snapshot(tmp_path, monkeypatch):
         lambda step, *a, **k: taken.append(step) or real(step, *a, **k),
     )
     trainer = pl.Trainer(
-        **trainer_kwargs(tmp_path, log_every_n_steps=5),
+        **trainer_kwargs(tmp_path),
         logger=TensorBoardLogger(tmp_path),
-        callbacks=[OptimizerStatsMonitor(log_hparams=False)],
+        callbacks=[
+            OptimizerStatsMonitor(log_every_n_steps=5, histogram_every_n_steps=0, log_hparams=False)
+        ],
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -272,6 +288,14 @@ def test_log_only_steps_take_a_snapshot(tmp_path, monkeypatch):
         ({"log_every_n_steps": 0}, "log_every_n_steps must be None or an int >= 1"),
         ({"log_every_n_steps": 2.5}, "log_every_n_steps must be None or an int >= 1"),
         ({"histogram_every_n_steps": -1}, "histogram_every_n_steps must be None or an int >= 0"),
+        ({"points": 0}, r"points must be an int >= 1, got 0"),
+        ({"points": None}, r"points must be an int >= 1, got None"),
+        ({"points": 12.5}, r"points must be an int >= 1, got 12.5"),
+        ({"histograms": -1}, r"histograms must be an int >= 0 \(0 turns them off\), got -1"),
+        ({"histograms": True}, r"histograms must be an int >= 0"),
+        ({"hypers_every_n_steps": 0}, r"hypers_every_n_steps must be an int >= 1, got 0"),
+        ({"histogram_kinds": ("grad", "grads")}, "histogram_kinds must be a sequence of names"),
+        ({"histogram_kinds": "grad"}, "histogram_kinds must be a sequence of names"),
         ({"stats": ("grad_norm", "grad_nrom")}, "stats must be a sequence of names from"),
         ({"stats": "grad_norm"}, "stats must be a sequence of names from"),
     ],
@@ -279,6 +303,13 @@ def test_log_only_steps_take_a_snapshot(tmp_path, monkeypatch):
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         OptimizerStatsMonitor(**kwargs)
+
+
+def test_arguments_are_keyword_only():
+    # The first positional argument was once log_every_n_steps: refuse it rather than read it
+    # as a number of points.
+    with pytest.raises(TypeError):
+        OptimizerStatsMonitor(10)
 
 
 def test_layers_must_be_callable():

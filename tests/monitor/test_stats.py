@@ -124,3 +124,30 @@ def test_layer_histograms_cover_every_element_of_a_layer():
     sqrt = hists["sqr_avg_sqrt"]["conv"]
     assert (sqrt.num, sqrt.min, sqrt.max, sqrt.counts) == (4, 2.0, 2.0, [4.0])
     assert "grad_avg" not in hists
+
+
+def test_one_host_transfer_for_the_statistics_and_two_for_the_histograms(monkeypatch):
+    """On a GPU each transfer is a synchronisation: count them (`tolist`, `item`, `float`)."""
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(5, 3, generator=gen).requires_grad_() for _ in range(4)]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen)
+    snap = take_snapshot(0, params, ["a", "b"], [0, 0, 1, 1], [0.1] * 4)
+    with torch.no_grad():
+        for p in params:
+            p.sub_(0.1 * p.grad)
+    states = [
+        {"grad_avg": p.grad.clone(), "sqr_avg": p.grad**2, "trust_ratio": torch.tensor(0.5)}
+        for p in params
+    ]
+    calls = []
+    for name in ("tolist", "item", "__float__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(
+            torch.Tensor, name, lambda self, *a, _r=real, _n=name: calls.append(_n) or _r(self, *a)
+        )
+    stats = layer_stats(snap, states)
+    assert calls == ["tolist"] and len(stats) == 6
+    calls.clear()
+    hists = layer_histograms(snap, states)
+    assert calls == ["tolist", "tolist"] and len(hists) == 5

@@ -100,8 +100,8 @@ def test_a_live_tensorboard_serves_the_runs_tags_and_hparams(compare_logdir, fre
         hparam_names = {info["name"] for info in experiment["hparamInfos"]}
         assert {"optimizer", "optimizer.lr", "max_epochs", "recipe"} <= hparam_names
         metric_tags = {info["name"]["tag"] for info in experiment["metricInfos"]}
-        # The final value of each of the trainer's callback_metrics (AccelModule: valid_loss).
-        assert "final/valid_loss" in metric_tags
+        # The final validation loss and accuracy, which compare asks the monitor for.
+        assert {"final/valid_loss", "final/accuracy"} <= metric_tags
         groups = _request(
             f"{base}/data/plugin/hparams/session_groups",
             {

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .histograms import BINS, Histogram, clamped_sqrt, histograms
+from .histograms import BINS, SAMPLE, Histogram, clamped_sqrt, histograms
 
 # The chapter's state names first, then torch.optim's names for the same running averages, so
 # the monitor reads torch's Adam, SGD and RMSprop as well as AccelOptimizer.
@@ -234,9 +234,10 @@ def layer_histograms(
     states: Sequence[dict],
     bins: int = BINS,
     kinds: Sequence[str] = HISTOGRAMS,
+    sample: int | None = SAMPLE,
 ) -> dict[str, dict[str, Histogram]]:
-    """Histograms, per layer, of every element of the values behind the statistics, after the
-    step: ``{kind: {layer: Histogram}}``.
+    """Histograms, per layer, of the values behind the statistics, after the step:
+    ``{kind: {layer: Histogram}}``; buckets of tensors over `sample` elements from a sample.
 
     Kinds (`HISTOGRAMS`): ``weight`` (after the step), ``grad``, ``update`` (needs the weight
     copy), ``grad_avg`` and ``sqr_avg_sqrt`` (the square root of ``sqr_avg``). A layer whose
@@ -268,6 +269,7 @@ def layer_histograms(
         [groups[kind][j] for kind, j in order],
         bins,
         roots=[kind == "sqr_avg_sqrt" for kind, _ in order],
+        sample=sample,
     )
     result: dict[str, dict[str, Histogram]] = {}
     for (kind, j), h in zip(order, found):

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lightning_accel.monitor.histograms import histogram
+from lightning_accel.monitor.histograms import histogram, histograms, sample_index
 
 
 @settings(max_examples=25, deadline=None)
@@ -73,3 +73,58 @@ def test_roots_need_one_entry_per_group():
 
     with pytest.raises(ValueError, match=r"roots must have one entry per group \(1\), got 2"):
         histograms([[torch.ones(2)]], roots=[True, False])
+
+
+def test_a_tensor_over_the_sample_size_is_binned_from_a_sample_with_exact_moments():
+    """Buckets from 4,096 of 300,000 values, scaled to the tensor's size: each within six
+    binomial standard deviations of numpy's exact count (the sample is fixed, so this is not
+    a matter of luck from one run to the next); min, max, count, sum and squares exact."""
+    gen = torch.Generator().manual_seed(0)
+    big = torch.randn(300_000, generator=gen) * 2 + 1
+    small = torch.rand(1_000, generator=gen) * 5  # under the sample size: binned whole
+    values = torch.cat([big, small]).double().numpy()
+    h = histogram([big, small], bins=16, sample=4_096)
+    exact, _ = np.histogram(values, bins=16, range=(values.min(), values.max()))
+    assert h.num == values.size
+    assert (h.min, h.max) == (values.min(), values.max())
+    assert h.sum == pytest.approx(values.sum(), rel=1e-5)
+    assert h.sum_squares == pytest.approx((values**2).sum(), rel=1e-5)
+    assert sum(h.counts) == pytest.approx(values.size)
+    weight = big.numel() / 4_096
+    p = exact / values.size
+    tolerance = 6 * weight * np.sqrt(4_096 * p * (1 - p)) + 2
+    assert np.all(np.abs(np.asarray(h.counts) - exact) <= tolerance)
+    assert h.counts != pytest.approx(exact.tolist())  # it is a sample, not the whole tensor
+
+
+def test_sample_none_bins_every_element_exactly():
+    big = torch.randn(100_000, generator=torch.Generator().manual_seed(1))
+    h = histogram([big], bins=8, sample=None)
+    values = big.double().numpy()
+    exact, _ = np.histogram(values, bins=8, range=(values.min(), values.max()))
+    assert np.abs(np.asarray(h.counts) - exact).sum() <= 2  # edge values may change bucket
+
+
+def test_sampled_roots_bin_the_square_roots_of_the_sample():
+    sqr = torch.rand(200_000, generator=torch.Generator().manual_seed(2)) ** 2
+    (h,) = histograms([[sqr]], bins=10, roots=[True], sample=8_192)
+    roots = sqr.double().sqrt().numpy()
+    exact, _ = np.histogram(roots, bins=10, range=(roots.min(), roots.max()))
+    assert h.min == pytest.approx(roots.min()) and h.max == pytest.approx(roots.max())
+    p = exact / roots.size
+    tolerance = 6 * (roots.size / 8_192) * np.sqrt(8_192 * p * (1 - p)) + 2
+    assert np.all(np.abs(np.asarray(h.counts) - exact) <= tolerance)
+
+
+def test_a_tensor_is_sampled_at_the_same_distinct_positions_every_time():
+    first = sample_index(50_000, 1_000, torch.device("cpu"))
+    again = sample_index.__wrapped__(50_000, 1_000, torch.device("cpu"))  # drawn afresh
+    assert torch.equal(first, again)
+    assert first.unique().numel() == 1_000 and bool((first.diff() > 0).all())
+    assert int(first.min()) >= 0 and int(first.max()) < 50_000
+
+
+@pytest.mark.parametrize("sample", [0, -1, 2.5, True])
+def test_sample_must_be_none_or_a_positive_int(sample):
+    with pytest.raises(ValueError, match=r"sample must be None \(every element\) or an int >= 1"):
+        histogram([torch.ones(3)], sample=sample)

@@ -296,6 +296,8 @@ def test_log_only_steps_take_a_snapshot(tmp_path, monkeypatch):
         ({"hypers_every_n_steps": 0}, r"hypers_every_n_steps must be an int >= 1, got 0"),
         ({"histogram_kinds": ("grad", "grads")}, "histogram_kinds must be a sequence of names"),
         ({"histogram_kinds": "grad"}, "histogram_kinds must be a sequence of names"),
+        ({"histogram_sample": 0}, r"histogram_sample must be None \(every element\) or an int >="),
+        ({"histogram_sample": 1.5}, r"histogram_sample must be None \(every element\) or an int"),
         ({"stats": ("grad_norm", "grad_nrom")}, "stats must be a sequence of names from"),
         ({"stats": "grad_norm"}, "stats must be a sequence of names from"),
     ],

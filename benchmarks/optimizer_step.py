@@ -203,11 +203,11 @@ def render(tables: dict, colds: dict, rounds: int, load: tuple, command: str) ->
         f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}, with "
         f"`{command}`. One step over torchvision ResNet-34's parameters (110 tensors, 21.8 M "
         f"values) with fixed random gradients; medians of {rounds} interleaved rounds (one step "
-        "of every implementation per round). The machine was shared with other engineers' jobs "
-        f"(load average {load[0]:.1f} at the start, {load[1]:.1f} at the end), so at one thread "
-        "the ratios use the CPU time of each step, which leaves out the time spent waiting for a "
-        "core; at more threads they use wall time, which does not, and is noisier. Read the "
-        "ratios, not the milliseconds.",
+        f"of every implementation per round). Load average {load[0]:.1f} at the start, "
+        f"{load[1]:.1f} at the end (this run's own included). On a machine that other jobs may "
+        "share, the ratios at one thread use the CPU time of each step, which leaves out the time "
+        "spent waiting for a core; at more threads they use wall time, which does not, and is "
+        "noisier. Read the ratios, not the milliseconds.",
     ]
     for threads, (cpu, wall) in tables.items():
         clock = "CPU" if threads == 1 else "wall"

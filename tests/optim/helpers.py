@@ -103,3 +103,36 @@ class Regression(pl.LightningModule):
             return opt
         sched = OneCycleLR(opt, max_lr=0.05, total_steps=self.one_cycle_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def resumed_across_impls(
+    recipe: Callable[..., torch.optim.Optimizer],
+    first: str,
+    then: str,
+    shapes: Sequence[tuple[int, ...]],
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Six steps of `recipe(lr=1e-2)` on random gradients: three under impl `first`, a
+    `state_dict` round trip into a fresh optimizer under `then`, three more; and the same six
+    under per_param without a break. Returns (the resumed run's parameters, the reference's)."""
+    gen = torch.Generator().manual_seed(7)
+    init = [torch.randn(s, generator=gen) for s in shapes]
+    grads = [[torch.randn(s, generator=gen) for s in shapes] for _ in range(6)]
+
+    def stepped(opt, ps, gs):
+        for p, g in zip(ps, gs):
+            p.grad = g.clone()
+        opt.step()
+
+    ref_ps = [torch.nn.Parameter(x.clone()) for x in init]
+    ref = recipe(ref_ps, lr=1e-2, impl="per_param")
+    for gs in grads:
+        stepped(ref, ref_ps, gs)
+    ps = [torch.nn.Parameter(x.clone()) for x in init]
+    opt = recipe(ps, lr=1e-2, impl=first)
+    for gs in grads[:3]:
+        stepped(opt, ps, gs)
+    resumed = recipe(ps, lr=1e-2, impl=then)
+    resumed.load_state_dict(opt.state_dict())
+    for gs in grads[3:]:
+        stepped(resumed, ps, gs)
+    return ps, ref_ps

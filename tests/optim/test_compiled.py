@@ -23,7 +23,7 @@ from lightning_accel.optim.compiled import CompiledExecutor, compile_unavailable
 from lightning_accel.optim.optimizer import AccelOptimizer
 
 from .. import tiny
-from .helpers import Regression
+from .helpers import Regression, resumed_across_impls
 from .test_dispatch import LOOSE, RECIPES, SHAPES, assert_same_run, trajectory
 
 pytestmark = pytest.mark.skipif(
@@ -281,28 +281,7 @@ def test_user_callback_with_a_traceable_form_compiles(aot_eager):
 def test_a_checkpoint_resumes_under_another_impl(first, then, aot_eager):
     """state_dict from one impl loads into another (tensor or int step counts alike) and the run
     continues as if uninterrupted under per_param."""
-    gen = torch.Generator().manual_seed(7)
-    init = [torch.randn(s, generator=gen) for s in SHAPES]
-    grads = [[torch.randn(s, generator=gen) for s in SHAPES] for _ in range(6)]
-
-    def stepped(opt, ps, gs):
-        for p, g in zip(ps, gs):
-            p.grad = g.clone()
-        opt.step()
-
-    ref_ps = [torch.nn.Parameter(x.clone()) for x in init]
-    ref = recipes.RAdam(ref_ps, lr=1e-2, impl="per_param")
-    for gs in grads:
-        stepped(ref, ref_ps, gs)
-
-    ps = [torch.nn.Parameter(x.clone()) for x in init]
-    opt = recipes.RAdam(ps, lr=1e-2, impl=first)
-    for gs in grads[:3]:
-        stepped(opt, ps, gs)
-    resumed = recipes.RAdam(ps, lr=1e-2, impl=then)
-    resumed.load_state_dict(opt.state_dict())
-    for gs in grads[3:]:
-        stepped(resumed, ps, gs)
+    ps, ref_ps = resumed_across_impls(recipes.RAdam, first, then, SHAPES)
     for a, b in zip(ps, ref_ps):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 

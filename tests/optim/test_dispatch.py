@@ -23,6 +23,8 @@ from lightning_accel.optim.dispatch import Composed, PerParam, executor_for
 from lightning_accel.optim.optimizer import AccelOptimizer
 from lightning_accel.optim.pipeline import base_function, foreach_form
 
+from .helpers import run
+
 SHAPES = [(3, 4), (5,), (2, 3, 2), (1,), (7,)]
 NO_GRAD_EVERY = 3  # parameter 3 has no gradient on every third step
 NO_WD = 1  # parameter 1 has do_wd=False
@@ -189,20 +191,17 @@ def test_composed_adam_equals_torch_adamw(shapes, lr, mom, sqr_mom, wd, seed):
     init = [torch.randn(s, generator=gen) for s in shapes]
     grads = [[torch.randn(s, generator=gen) for s in shapes] for _ in range(20)]
 
-    def run(make):
-        ps = [torch.nn.Parameter(x.clone()) for x in init]
-        opt = make(ps)
-        for gs in grads:
-            for p, g in zip(ps, gs):
-                p.grad = g.clone()
-            opt.step()
-        return ps
-
-    ours = run(lambda ps: recipes.Adam(ps, lr=lr, mom=mom, sqr_mom=sqr_mom, wd=wd, impl="composed"))
+    ours = run(
+        lambda ps: recipes.Adam(ps, lr=lr, mom=mom, sqr_mom=sqr_mom, wd=wd, impl="composed"),
+        init,
+        grads,
+    )
     ref = run(
         lambda ps: torch.optim.AdamW(
             ps, lr=lr, betas=(mom, sqr_mom), eps=1e-5, weight_decay=wd, foreach=False
-        )
+        ),
+        init,
+        grads,
     )
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
@@ -220,15 +219,6 @@ def test_foreach_sgd_and_rmsprop_equal_torch(lr, mom, sqr_mom, seed):
     init = [torch.randn(s, generator=gen) for s in SHAPES]
     grads = [[torch.randn(s, generator=gen) for s in SHAPES] for _ in range(15)]
 
-    def run(make):
-        ps = [torch.nn.Parameter(x.clone()) for x in init]
-        opt = make(ps)
-        for gs in grads:
-            for p, g in zip(ps, gs):
-                p.grad = g.clone()
-            opt.step()
-        return ps
-
     pairs = [
         (
             lambda ps: recipes.SGD(ps, lr=lr, mom=mom, impl="foreach"),
@@ -240,7 +230,7 @@ def test_foreach_sgd_and_rmsprop_equal_torch(lr, mom, sqr_mom, seed):
         ),
     ]
     for ours, theirs in pairs:
-        for a, b in zip(run(ours), run(theirs)):
+        for a, b in zip(run(ours, init, grads), run(theirs, init, grads)):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 

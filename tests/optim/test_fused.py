@@ -19,6 +19,8 @@ from lightning_accel.optim.fused import FusedRun
 from lightning_accel.optim.stats import average_grad, average_sqr_grad, step_stat
 from lightning_accel.optim.steps import adam_step, l2_reg, momentum_step, sgd_step, weight_decay
 
+from .helpers import resumed_across_impls
+
 ADAM_STATS = [partial(average_grad, dampening=True), average_sqr_grad, step_stat]
 KERNELS = ("_fused_sgd_", "_fused_adam_", "_fused_adamw_")
 
@@ -319,27 +321,7 @@ def test_a_gradient_laid_out_unlike_its_parameter_runs_composed():
 
 @pytest.mark.parametrize(("first", "then"), [("auto", "per_param"), ("per_param", "auto")])
 def test_checkpoints_move_between_auto_and_the_reference_loop(first, then):
-    gen = torch.Generator().manual_seed(7)
-    init = [torch.randn(s, generator=gen) for s in SHAPES]
-    grads = [[torch.randn(s, generator=gen) for s in SHAPES] for _ in range(6)]
-
-    def stepped(opt, ps, gs):
-        for p, g in zip(ps, gs):
-            p.grad = g.clone()
-        opt.step()
-
-    ref_ps = [torch.nn.Parameter(x.clone()) for x in init]
-    ref = recipes.Adam(ref_ps, lr=1e-2, impl="per_param")
-    for gs in grads:
-        stepped(ref, ref_ps, gs)
-    ps = [torch.nn.Parameter(x.clone()) for x in init]
-    opt = recipes.Adam(ps, lr=1e-2, impl=first)
-    for gs in grads[:3]:
-        stepped(opt, ps, gs)
-    resumed = recipes.Adam(ps, lr=1e-2, impl=then)
-    resumed.load_state_dict(opt.state_dict())
-    for gs in grads[3:]:
-        stepped(resumed, ps, gs)
+    ps, ref_ps = resumed_across_impls(recipes.Adam, first, then, SHAPES)
     assert_close_to_scale(ps, ref_ps, 1e-6)
 
 

@@ -8,8 +8,10 @@ counts.
 
 `histc` costs some fifteen times a plain pass over the values on a CPU, so a tensor of more than
 `sample` elements has its buckets filled from a fixed random sample of `sample` of them, counts
-scaled to the tensor's size: the bars are an estimate (each within a few percent of the tensor's
-size for 65,536 draws). Min, max, count, sum and sum of squares are always over every element.
+scaled to the tensor's size. The bars are then an estimate: a bar holding a fraction q of the
+values is off by about sqrt(q (1 - q) / sample) of the tensor's size (one standard deviation; at
+most 0.2 % of it for 65,536 draws). Min, max, count, sum and sum of squares are always over
+every element.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ __all__ = [
     "end_evaluation_loop",
     "grad_scaler",
     "disable_default_hp_metric",
+    "tensorboard_file_writer",
 ]
 
 
@@ -108,3 +109,16 @@ def disable_default_hp_metric(logger: Any) -> None:
     """
     if getattr(logger, "_default_hp_metric", False):
         logger._default_hp_metric = False
+
+
+def tensorboard_file_writer(logger: Any) -> Any:
+    """The event-file writer behind a `TensorBoardLogger` whose experiment is torch's
+    `SummaryWriter` (its private `_get_file_writer`), or None for another writer (tensorboardX).
+
+    Summaries added through it land in the logger's own event file: a second `SummaryWriter`
+    would start a second file in the run's folder.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = logger.experiment
+    return writer._get_file_writer() if isinstance(writer, SummaryWriter) else None

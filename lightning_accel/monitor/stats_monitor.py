@@ -11,7 +11,6 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.optim import Optimizer
-from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from ..lightning.internals import disable_default_hp_metric
 from ..loop.callback import Callback
@@ -27,7 +26,7 @@ from .stats import (
     layer_stats,
     take_snapshot,
 )
-from .writer import write_histograms, write_scalars
+from .writer import write_histograms, write_hparams_session, write_scalars
 
 POINTS = 50  # per-layer statistics: points per run, whatever its length
 HISTOGRAM_POINTS = 12  # histograms: the first step, the last, and 10 in between
@@ -366,9 +365,11 @@ class OptimizerStatsMonitor(Callback, pl.Callback):
             if scalar is not None:
                 metrics[f"final/{name}"] = scalar
         self._logger.log_metrics(metrics, step=trainer.global_step)
-        experiment, start, end = hparams_summaries(self._start_hparams, metrics)
-        # The logger's own writer: a second writer would start a second event file.
-        writer = self._logger.experiment._get_file_writer()
-        for summary in (experiment, start, end):
-            writer.add_summary(summary, trainer.global_step)
-        writer.flush()
+        if not write_hparams_session(
+            self._logger, self._start_hparams, metrics, trainer.global_step
+        ):
+            rank_zero_warn(
+                "OptimizerStatsMonitor writes the HParams session through torch's SummaryWriter "
+                f"only; the logger's writer is {type(self._logger.experiment).__name__}, so the "
+                "run has final metrics but no HParams session."
+            )

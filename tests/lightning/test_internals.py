@@ -16,6 +16,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.precision import MixedPrecision
+from tensorboard.compat.proto.summary_pb2 import Summary
 
 import lightning_accel
 from lightning_accel.lightning import internals
@@ -164,10 +165,27 @@ def test_disable_default_hp_metric(tmp_path):
     assert "hp_metric" not in events.Tags()["scalars"]
 
 
+def test_tensorboard_file_writer(tmp_path):
+    logger = TensorBoardLogger(tmp_path)
+    require(logger.experiment, "_get_file_writer", "tensorboard_file_writer")
+    writer = internals.tensorboard_file_writer(logger)
+    writer.add_summary(Summary(value=[Summary.Value(tag="probe", simple_value=2.5)]), 7)
+    logger.finalize("success")
+    # The summary landed in the logger's own (only) event file.
+    files = list(Path(logger.log_dir).glob("events.out.tfevents.*"))
+    assert len(files) == 1
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(logger.log_dir)
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("probe")] == [(7, 2.5)]
+
+
 # Names of Lightning's loop and logger internals; only internals.py may touch them.
 _PRIVATE = re.compile(
     r"\.(?:is_last_batch|_skip_next_val|val_check_batch|_is_training_done|precision_plugin"
-    r"|_default_hp_metric|fit_loop|epoch_loop|batch_progress)\b|raise StopIteration"
+    r"|_default_hp_metric|_get_file_writer|fit_loop|epoch_loop|batch_progress)\b"
+    r"|raise StopIteration"
     r"|\b(?:trainer|logger|strategy|lightning_module)\._[a-z]"
 )
 

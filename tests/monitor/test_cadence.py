@@ -6,7 +6,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_accel.monitor.cadence import Cadence, spread
 from lightning_accel.monitor.histograms import histogram
-from lightning_accel.monitor.writer import write_histograms, write_scalars
+from lightning_accel.monitor.writer import (
+    write_histograms,
+    write_hparams_session,
+    write_scalars,
+)
 
 
 @pytest.mark.parametrize(
@@ -68,3 +72,10 @@ def test_another_writer_gets_one_call_per_value(tmp_path):
     write_scalars(logger, {}, 4)
     assert logger.logged == [({"a": 1.0, "b": 2.0}, 3)]
     assert logger.experiment.histograms == [("grad/x", 5)]
+
+
+def test_another_writer_gets_no_hparams_session_and_says_so(tmp_path):
+    logger = OtherLogger(tmp_path)
+    assert write_hparams_session(logger, {"lr": 0.1}, {"final/loss": 1.0}, 3) is False
+    assert logger.logged == [] and logger.experiment.histograms == []
+    assert write_hparams_session(TensorBoardLogger(tmp_path), {"lr": 0.1}, {"final/loss": 1.0}, 3)

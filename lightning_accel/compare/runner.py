@@ -62,14 +62,7 @@ from .settings import (
     quiet_lightning_logs,
 )
 
-__all__ = [
-    "NAMED_DATA",
-    "RECIPES",
-    "CompareConfig",
-    "CompareError",
-    "CompareInterrupted",
-    "run_compare",
-]
+__all__ = ["make_datamodule", "run_compare"]
 
 
 def make_datamodule(config: CompareConfig) -> pl.LightningDataModule:

@@ -22,8 +22,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lightning_accel.cli import main
+from lightning_accel.compare import RECIPES, CompareConfig, run_compare
 from lightning_accel.compare.report import format_time
-from lightning_accel.compare.runner import RECIPES, CompareConfig, run_compare
 from lightning_accel.vision import download
 from lightning_accel.vision.digits import fixed_split, load_digits_tensors
 from lightning_accel.vision.models import vision_model

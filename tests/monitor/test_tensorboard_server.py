@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from lightning_accel.compare.runner import CompareConfig, run_compare
+from lightning_accel.compare import CompareConfig, run_compare
 
 START_TIMEOUT_S = 90  # a cold start imports TensorFlow-free TensorBoard: seconds, bounded
 

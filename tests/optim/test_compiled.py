@@ -23,7 +23,7 @@ from lightning_accel.optim.compiled import CompiledExecutor, compile_unavailable
 from lightning_accel.optim.optimizer import AccelOptimizer
 
 from .. import tiny
-from .helpers import Regression, resumed_across_impls
+from .helpers import Regression, resumed_across_impls, run
 from .test_dispatch import LOOSE, RECIPES, SHAPES, assert_same_run, trajectory
 
 pytestmark = pytest.mark.skipif(
@@ -80,18 +80,15 @@ def test_inductor_adam_equals_torch_fused_adamw():
     gen = torch.Generator().manual_seed(3)
     init = [torch.randn(s, generator=gen) for s in SHAPES]
     grads = [[torch.randn(s, generator=gen) for s in SHAPES] for _ in range(6)]
-    runs = []
-    for make in (
-        lambda ps: recipes.Adam(ps, lr=lr, mom=betas[0], sqr_mom=betas[1], impl="compiled"),
-        lambda ps: torch.optim.AdamW(ps, lr=lr, betas=betas, eps=eps, weight_decay=wd, fused=True),
-    ):
-        ps = [torch.nn.Parameter(x.clone()) for x in init]
-        opt = make(ps)
-        for gs in grads:
-            for p, g in zip(ps, gs):
-                p.grad = g.clone()
-            opt.step()
-        runs.append(ps)
+    runs = [
+        run(make, init, grads)
+        for make in (
+            lambda ps: recipes.Adam(ps, lr=lr, mom=betas[0], sqr_mom=betas[1], impl="compiled"),
+            lambda ps: torch.optim.AdamW(
+                ps, lr=lr, betas=betas, eps=eps, weight_decay=wd, fused=True
+            ),
+        )
+    ]
     for a, b in zip(*runs):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
@@ -187,7 +184,7 @@ def test_parameters_laid_out_unlike_contiguous_tensors_are_stepped_correctly(aot
         ]
         return params, gen
 
-    def run(impl):
+    def trained(impl):
         params, gen = make()
         opt = recipes.Adam(params, lr=1e-2, impl=impl)
         for _ in range(4):
@@ -199,7 +196,7 @@ def test_parameters_laid_out_unlike_contiguous_tensors_are_stepped_correctly(aot
             opt.step()
         return params, opt
 
-    got, ref = run("compiled"), run("per_param")
+    got, ref = trained("compiled"), trained("per_param")
     for a, b in zip(got[0], ref[0]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
         assert a.stride() == b.stride()
@@ -239,7 +236,7 @@ def test_missing_cpp_compiler_fails_before_touching_parameters(monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_matches_per_param():
-    def run(impl):
+    def trained(impl):
         gen = torch.Generator().manual_seed(5)
         ps = [torch.nn.Parameter(torch.randn(s, generator=gen).cuda()) for s in SHAPES]
         opt = recipes.Adam(ps, lr=1e-2, impl=impl)
@@ -250,7 +247,7 @@ def test_cuda_matches_per_param():
             opt.step()
         return [p.detach().cpu() for p in ps]
 
-    for a, b in zip(run("compiled"), run("per_param")):
+    for a, b in zip(trained("compiled"), trained("per_param")):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 

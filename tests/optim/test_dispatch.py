@@ -267,7 +267,7 @@ def test_callback_major_with_any_mix_of_forms_equals_per_param(hide, lamb, seed)
     grads = [[torch.randn(s, generator=gen) for s in SHAPES] for _ in range(4)]
     hypers = dict(lr=0.01, mom=0.9, sqr_mom=0.99, eps=1e-6, wd=0.1)
 
-    def run(executor, cbs):
+    def trained(executor, cbs):
         ps = [x.clone() for x in init]
         states = [{} for _ in ps]
         states[NO_WD]["do_wd"] = False
@@ -277,8 +277,8 @@ def test_callback_major_with_any_mix_of_forms_equals_per_param(hide, lamb, seed)
             executor(ps, states, hypers)
         return ps
 
-    ref = run(PerParam(pipeline), pipeline)
-    got = run(Composed(mixed), mixed)
+    ref = trained(PerParam(pipeline), pipeline)
+    got = trained(Composed(mixed), mixed)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 

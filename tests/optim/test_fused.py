@@ -19,7 +19,7 @@ from lightning_accel.optim.fused import FusedRun
 from lightning_accel.optim.stats import average_grad, average_sqr_grad, step_stat
 from lightning_accel.optim.steps import adam_step, l2_reg, momentum_step, sgd_step, weight_decay
 
-from .helpers import resumed_across_impls
+from .helpers import resumed_across_impls, run
 
 ADAM_STATS = [partial(average_grad, dampening=True), average_sqr_grad, step_stat]
 KERNELS = ("_fused_sgd_", "_fused_adam_", "_fused_adamw_")
@@ -234,15 +234,7 @@ def test_auto_equals_torchs_own_fused_optimizer_bit_for_bit(name, torch_opt):
     gen = torch.Generator().manual_seed(3)
     init = [torch.randn(s, generator=gen) for s in SHAPES]
     grads = [[torch.randn(s, generator=gen) for s in SHAPES] for _ in range(20)]
-    finals = []
-    for make in (lambda ps: PIPELINES[name](ps, impl="auto"), torch_opt):
-        ps = [torch.nn.Parameter(x.clone()) for x in init]
-        opt = make(ps)
-        for gs in grads:
-            for p, g in zip(ps, gs):
-                p.grad = g.clone()
-            opt.step()
-        finals.append(ps)
+    finals = [run(make, init, grads) for make in (partial(PIPELINES[name], impl="auto"), torch_opt)]
     for a, b in zip(*finals):
         assert torch.equal(a, b)
 
@@ -307,7 +299,7 @@ def test_momentum_zero_runs_composed_and_keeps_grad_avg(kernel_calls):
 
 
 def test_a_gradient_laid_out_unlike_its_parameter_runs_composed():
-    def run(impl):
+    def trained(impl):
         gen = torch.Generator().manual_seed(6)
         p = torch.nn.Parameter(torch.randn(3, 4, generator=gen))
         opt = recipes.Adam([p], lr=0.1, impl=impl)
@@ -316,7 +308,7 @@ def test_a_gradient_laid_out_unlike_its_parameter_runs_composed():
             opt.step()
         return p
 
-    assert_close_to_scale([run("auto")], [run("per_param")], 1e-6)
+    assert_close_to_scale([trained("auto")], [trained("per_param")], 1e-6)
 
 
 @pytest.mark.parametrize(("first", "then"), [("auto", "per_param"), ("per_param", "auto")])
@@ -329,7 +321,7 @@ def test_checkpoints_move_between_auto_and_the_reference_loop(first, then):
 @pytest.mark.parametrize("name", ["SGD-mom-wd", "Adam", "Adam-l2"])
 @pytest.mark.parametrize("impl", ["auto", "composed"])
 def test_cuda_gives_the_reference_numbers(name, impl, kernel_calls):
-    def run(impl):
+    def trained(impl):
         gen = torch.Generator().manual_seed(5)
         ps = [torch.nn.Parameter(torch.randn(s, generator=gen).cuda()) for s in SHAPES]
         opt = PIPELINES[name](ps, impl=impl)
@@ -340,6 +332,6 @@ def test_cuda_gives_the_reference_numbers(name, impl, kernel_calls):
             opt.step()
         return [p.detach().cpu() for p in ps]
 
-    got, ref = run(impl), run("per_param")
+    got, ref = trained(impl), trained("per_param")
     assert (sum(kernel_calls.values()) > 0) == (impl == "auto")
     assert_close_to_scale(got, ref, 1e-6)

@@ -46,11 +46,11 @@ class StepSnapshot:
     params: list[Tensor]
     layer_names: list[str]
     layer_ids: Tensor  # long, one entry per parameter: index into layer_names
+    layer_of: list[int]  # the same on the host, read without a transfer
     lrs: list[float]  # the lr of each parameter's group for this step
     grad_sq_norms: Tensor  # squared L2 norm of each parameter's gradient
     weights: list[Tensor] | None  # copies of the parameters before the step
     weight_sq_norms: Tensor | None = None  # squared L2 norm of each parameter before the step
-    layer_of: list[int] | None = None  # `layer_ids` on the host, read without a transfer
     _state: str = "weights"  # what `weights` holds now: "weights", "undo" or "updates"
 
     def undo_updates(self) -> list[Tensor]:
@@ -102,11 +102,11 @@ def take_snapshot(
         params=params,
         layer_names=list(layer_names),
         layer_ids=torch.as_tensor(list(layer_ids), dtype=torch.long, device=device),
+        layer_of=list(layer_ids),
         lrs=list(lrs),
         grad_sq_norms=grad_sq,
         weights=weights,
         weight_sq_norms=weight_sq,
-        layer_of=list(layer_ids),
     )
 
 
@@ -243,7 +243,7 @@ def layer_histograms(
     copy), ``grad_avg`` and ``sqr_avg_sqrt`` (the square root of ``sqr_avg``). A layer whose
     values are not all finite has no histogram of that kind.
     """
-    ids = snapshot.layer_of if snapshot.layer_of is not None else snapshot.layer_ids.tolist()
+    ids = snapshot.layer_of
     n = len(snapshot.layer_names)
     groups: dict[str, list[list[Tensor]]] = {}
 
